@@ -1,0 +1,79 @@
+//! Error types. Every failure a user can cause (bad files, missing GPU
+//! features, buffers over a limit) surfaces as an [`Error`] whose message
+//! says what went wrong and what to do next; nothing in the engine panics on
+//! bad input.
+
+use thiserror::Error;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(
+        "no GPU adapter found{filter}. Install a Vulkan driver (e.g. `apt-get install mesa-vulkan-drivers libvulkan1` \
+         for the CPU-based lavapipe), or pick another backend with --backend / WGPU_BACKEND; `deltallm info` lists adapters"
+    )]
+    NoAdapter { filter: String },
+
+    #[error("could not open a device on adapter '{adapter}': {reason}")]
+    RequestDevice { adapter: String, reason: String },
+
+    #[error(
+        "buffer '{label}' needs {size} bytes but this device allows at most {limit} bytes per {what}{hint}"
+    )]
+    BufferTooLarge {
+        label: String,
+        size: u64,
+        limit: u64,
+        what: &'static str,
+        hint: &'static str,
+    },
+
+    #[error("the adapter lacks the feature '{feature}' needed for {needed_for}; run without it (e.g. --portable) or use another adapter")]
+    MissingFeature {
+        feature: &'static str,
+        needed_for: &'static str,
+    },
+
+    #[error("GPU validation error in {context}: {message}")]
+    Validation { context: String, message: String },
+
+    #[error("GPU out of memory in {context}: {message}. Try a smaller model or context, or another adapter")]
+    OutOfMemory { context: String, message: String },
+
+    #[error("the GPU device was lost ({reason}); restart the program")]
+    DeviceLost { reason: String },
+
+    #[error("reading back buffer '{label}' failed: {reason}")]
+    Readback { label: String, reason: String },
+
+    #[error("shape mismatch in {op}: {message}")]
+    Shape { op: &'static str, message: String },
+
+    #[error("shader '{name}' failed to {stage}: {message}")]
+    Shader {
+        name: String,
+        stage: &'static str,
+        message: String,
+    },
+
+    #[error("{0}")]
+    Invalid(String),
+
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn shape(op: &'static str, message: impl Into<String>) -> Self {
+        Error::Shape {
+            op,
+            message: message.into(),
+        }
+    }
+}

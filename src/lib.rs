@@ -1,0 +1,12 @@
+//! deltallm: small LLMs on any GPU wgpu reaches, with WGSL compute shaders
+//! for ternary BitNet b1.58 matrix products and DeltaLLM's delta-key hybrid
+//! attention. See ARCHITECTURE.md for what lives where.
+
+pub mod cpu;
+pub mod error;
+pub mod gpu;
+pub mod ops;
+pub mod shaders;
+
+pub use error::{Error, Result};
+pub use gpu::{Gpu, GpuOptions};

@@ -1,0 +1,24 @@
+//! GPU ops: one module per kernel family in `shaders/`. Each op checks shapes
+//! when it is built, owns its parameter buffer and [`Dispatch`]es (built
+//! once, at load), and is replayed every step. Its CPU twin lives in
+//! [`crate::cpu`].
+//!
+//! [`Dispatch`]: crate::gpu::Dispatch
+
+pub mod rmsnorm;
+pub use rmsnorm::RmsNorm;
+
+use crate::error::{Error, Result};
+use crate::gpu::GpuBuffer;
+
+/// Check that `buf` holds at least `elements` items of `elem_bytes` each.
+pub(crate) fn check_len(op: &'static str, buf: &GpuBuffer, elements: u64, elem_bytes: u64) -> Result<()> {
+    let need = elements * elem_bytes;
+    if buf.size < need {
+        return Err(Error::shape(
+            op,
+            format!("buffer '{}' has {} bytes, needs {need} ({elements} elements of {elem_bytes} bytes)", buf.label, buf.size),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! GPU kernels against their CPU references (see `common` for the rules).
+//! One module per kernel family, mirroring `src/ops/`.
+
+mod common;
+mod runtime;
+mod rmsnorm;
