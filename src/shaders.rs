@@ -29,7 +29,17 @@ macro_rules! shader {
 
 /// Every shader of the engine.
 pub const SHADERS: &[Shader] = &[
+    shader!("argmax"),
+    shader!("attention"),
+    shader!("elementwise"),
+    shader!("embedding"),
+    shader!("matmul_f16"),
+    shader!("matmul_f32"),
+    shader!("matmul_ternary"),
+    shader!("quantize_int8"),
     shader!("rmsnorm"),
+    shader!("rope"),
+    shader!("topk"),
     // REGISTRY: one line per shader file; keep in alphabetical order.
 ];
 

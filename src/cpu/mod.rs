@@ -3,4 +3,11 @@
 //! GPU kernels must compute, and the tests compare against them.
 
 pub mod rmsnorm;
+pub mod attention;
+pub mod elementwise;
+pub mod embedding;
+pub mod matmul;
+pub mod rope;
+pub mod sampling;
+pub mod ternary;
 pub use rmsnorm::rmsnorm;

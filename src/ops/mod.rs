@@ -6,6 +6,13 @@
 //! [`Dispatch`]: crate::gpu::Dispatch
 
 pub mod rmsnorm;
+pub mod attention;
+pub mod elementwise;
+pub mod embedding;
+pub mod matmul;
+pub mod rope;
+pub mod sampling;
+pub mod ternary;
 pub use rmsnorm::RmsNorm;
 
 use crate::error::{Error, Result};

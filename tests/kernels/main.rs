@@ -4,3 +4,10 @@
 mod common;
 mod runtime;
 mod rmsnorm;
+mod attention;
+mod elementwise;
+mod embedding;
+mod matmul;
+mod rope;
+mod sampling;
+mod ternary;
