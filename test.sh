@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test suite: every test on the default adapter (lavapipe in CI), then the
+# GPU kernel suite again in portable mode (WebGPU baseline limits, no
+# optional features) and on wgpu's GL backend.
+set -euo pipefail
+cd "$(dirname "$0")"
+export RUST_BACKTRACE=1
+
+echo "== all tests, default adapter =="
+cargo test --release --all-targets
+
+echo "== GPU kernel tests, portable mode (WebGPU baseline limits, no f16, no subgroups) =="
+DELTALLM_PORTABLE=1 cargo test --release --test kernels
+
+echo "== GPU kernel tests, GL backend =="
+WGPU_BACKEND=gl cargo test --release --test kernels
