@@ -29,13 +29,13 @@ impl RopeTable {
         scaling: Option<Llama3RopeScaling>,
         max_positions: u32,
     ) -> Result<Self> {
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(Error::shape(
                 "rope",
                 format!("head_dim must be even and positive, got {head_dim}"),
             ));
         }
-        if max_positions == 0 || !(theta > 1.0) {
+        if max_positions == 0 || theta.is_nan() || theta <= 1.0 {
             return Err(Error::shape(
                 "rope",
                 format!("need max_positions > 0 and theta > 1, got {max_positions} and {theta}"),
