@@ -1,1 +1,188 @@
-//! placeholder: filled in by its kernel family
+//! Dense causal GQA attention over a GPU KV cache (`shaders/attention.wgsl`);
+//! CPU twin [`crate::cpu::attention`].
+//!
+//! A step of `rows` tokens at positions `pos0..pos0 + rows` (prefill: many
+//! rows; decode: one) runs two dispatches: [`Attention::append`] writes the
+//! step's keys and values into the [`KvCache`], then [`Attention::attend`]
+//! computes every query against keys `0..=` its own position.
+
+use super::check_len;
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, Gpu, GpuBuffer, KernelKey};
+
+const APPEND_WORKGROUP: u32 = 256;
+/// The attend kernel keeps each lane's share of the output in registers.
+pub const MAX_HEAD_DIM: u32 = 256;
+
+/// One layer's keys and values, allocated once for `max_seq` positions:
+/// `k`, `v` f32 `[kv_heads][max_seq][head_dim]`.
+pub struct KvCache {
+    pub k: GpuBuffer,
+    pub v: GpuBuffer,
+    pub kv_heads: u32,
+    pub head_dim: u32,
+    pub max_seq: u32,
+}
+
+impl KvCache {
+    pub fn new(gpu: &Gpu, label: &str, kv_heads: u32, head_dim: u32, max_seq: u32) -> Result<Self> {
+        if kv_heads == 0 || head_dim == 0 || max_seq == 0 {
+            return Err(Error::shape(
+                "kv_cache",
+                format!(
+                    "kv_heads, head_dim and max_seq must be positive, got {kv_heads}, {head_dim}, {max_seq}"
+                ),
+            ));
+        }
+        let bytes = kv_heads as u64 * max_seq as u64 * head_dim as u64 * 4;
+        Ok(KvCache {
+            k: gpu.storage(&format!("{label}.k"), bytes)?,
+            v: gpu.storage(&format!("{label}.v"), bytes)?,
+            kv_heads,
+            head_dim,
+            max_seq,
+        })
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    pos0: u32,
+    heads: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    max_seq: u32,
+    scale: f32,
+    _pad: u32,
+}
+
+/// Causal attention of q f32 `[rows][heads · head_dim]` against a
+/// [`KvCache`], into out f32 `[rows][heads · head_dim]`, after appending
+/// k_new, v_new f32 `[rows][kv_heads · head_dim]` to the cache.
+pub struct Attention {
+    pub append: Dispatch,
+    pub attend: Dispatch,
+    params: GpuBuffer,
+    heads: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    max_seq: u32,
+    max_rows: u32,
+}
+
+impl Attention {
+    /// Build for up to `max_rows` tokens per step; starts with
+    /// `rows = max_rows`, `pos0 = 0`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        gpu: &Gpu,
+        cache: &KvCache,
+        q: &GpuBuffer,
+        k_new: &GpuBuffer,
+        v_new: &GpuBuffer,
+        out: &GpuBuffer,
+        max_rows: u32,
+        heads: u32,
+    ) -> Result<Self> {
+        let (kv_heads, head_dim, max_seq) = (cache.kv_heads, cache.head_dim, cache.max_seq);
+        if heads == 0 || !heads.is_multiple_of(kv_heads) {
+            return Err(Error::shape(
+                "attention",
+                format!("heads ({heads}) must be a positive multiple of kv_heads ({kv_heads})"),
+            ));
+        }
+        if head_dim > MAX_HEAD_DIM {
+            return Err(Error::shape(
+                "attention",
+                format!("head_dim {head_dim} > {MAX_HEAD_DIM}, the most the kernel supports"),
+            ));
+        }
+        if max_rows == 0 || max_rows > max_seq {
+            return Err(Error::shape(
+                "attention",
+                format!("max_rows must be in 1..={max_seq} (the cache's max_seq), got {max_rows}"),
+            ));
+        }
+        if std::sync::Arc::ptr_eq(&q.buffer, &out.buffer) {
+            return Err(Error::shape("attention", "out must not be the q buffer"));
+        }
+        let q_len = max_rows as u64 * heads as u64 * head_dim as u64;
+        let kv_len = max_rows as u64 * kv_heads as u64 * head_dim as u64;
+        check_len("attention", q, q_len, 4)?;
+        check_len("attention", out, q_len, 4)?;
+        check_len("attention", k_new, kv_len, 4)?;
+        check_len("attention", v_new, kv_len, 4)?;
+
+        // set_step below writes the real values.
+        let params = gpu.uniform_from(
+            "attention.params",
+            &<Params as bytemuck::Zeroable>::zeroed(),
+        )?;
+        let append = gpu.dispatch(
+            "kv_append",
+            &KernelKey::new("attention", "append"),
+            &[&params, &cache.k, &cache.v, k_new, v_new],
+            [0; 3],
+        )?;
+        let attend = gpu.dispatch(
+            "attention",
+            &KernelKey::new("attention", "attend"),
+            &[&params, &cache.k, &cache.v, q, out],
+            [0; 3],
+        )?;
+        let mut attention = Attention {
+            append,
+            attend,
+            params,
+            heads,
+            kv_heads,
+            head_dim,
+            max_seq,
+            max_rows,
+        };
+        attention.set_step(gpu, max_rows, 0)?;
+        Ok(attention)
+    }
+
+    /// Attend `rows` tokens at positions `pos0..pos0 + rows` in the next
+    /// submit (no allocation). Fails when the step passes the cache's end.
+    pub fn set_step(&mut self, gpu: &Gpu, rows: u32, pos0: u32) -> Result<()> {
+        if rows > self.max_rows {
+            return Err(Error::shape(
+                "attention",
+                format!("{rows} rows > {} allocated", self.max_rows),
+            ));
+        }
+        let end = pos0 as u64 + rows as u64;
+        if end > self.max_seq as u64 {
+            return Err(Error::Invalid(format!(
+                "attention: a context of {end} tokens does not fit the KV cache of {} positions; \
+                 shorten the prompt or generation, or raise the context length",
+                self.max_seq
+            )));
+        }
+        let p = Params {
+            rows,
+            pos0,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            max_seq: self.max_seq,
+            scale: 1.0 / (self.head_dim as f32).sqrt(),
+            _pad: 0,
+        };
+        gpu.write(&self.params, 0, bytemuck::bytes_of(&p));
+        let elements = rows * self.kv_heads * self.head_dim;
+        self.append
+            .set_workgroups(gpu.grid(elements.div_ceil(APPEND_WORKGROUP)));
+        self.attend.set_workgroups(gpu.grid(rows * self.heads));
+        Ok(())
+    }
+
+    /// The step's dispatches, in order.
+    pub fn dispatches(&self) -> [&Dispatch; 2] {
+        [&self.append, &self.attend]
+    }
+}
