@@ -19,11 +19,18 @@
 // Output: out f32 [rows][n].
 // Bindings: 0 params (uniform), 1 x_q, 2 x_scale, 3 x_sum, 4 weight, 5 out.
 //
-// Entry points (one invocation per output row n, 64 per workgroup):
-//   gemv: token 0 only (decode). Grid: ceil(n / 64) workgroups, folded into y.
-//   gemm: TILE_M tokens per invocation; each weight word is loaded and its
-//         codes decoded once for the TILE_M tokens. Grid: ceil(n / 64) *
-//         ceil(rows / TILE_M) workgroups (row blocks fastest), folded into y.
+// Workgroups of 64 invocations; each invocation owns ROWS = 4 output rows,
+// lid + {0, 64, 128, 192} past the workgroup's first row, so a workgroup
+// covers 256 rows and every weight load is still contiguous across
+// invocations. The rows share each activation word (on CPU drivers such as
+// lavapipe, unpacking the int8 activations costs as much as the weights).
+//   gemv: token 0 only (decode). Grid: ceil(n / 256) workgroups, folded into y.
+//   gemm: also TOKENS = 4 tokens per invocation, so each decoded weight word
+//         serves 4 tokens and each activation word 4 rows. Grid:
+//         ceil(n / 256) * ceil(rows / 4) workgroups (row blocks fastest),
+//         folded into y.
+// Rows and tokens past the end are clamped to the last one for loading and
+// never written.
 // Define RAW_I32: write the accumulator itself, bitcast to f32, so tests can
 // check the integer product bit-exactly.
 
@@ -46,7 +53,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 const WG: u32 = 64u;
-const TILE_M: u32 = 8u;
+const ROWS: u32 = 4u;
+const TOKENS: u32 = 4u;
 const CODE_BYTES: u32 = 0x03030303u;
 
 // acc_codes = sum_k x_q * (w + 1) for one (token, row).
@@ -66,53 +74,87 @@ fn write_output(acc_codes: i32, token: u32, row: u32) {
 #endif
 }
 
+// sum over the 16 columns of weight word `codes` of code * x_q, with the
+// activations from x_q[x .. x + 4].
+fn dot16(codes: u32, x: u32) -> i32 {
+    return dot4I8Packed(x_q[x], codes & CODE_BYTES)
+        + dot4I8Packed(x_q[x + 1u], (codes >> 2u) & CODE_BYTES)
+        + dot4I8Packed(x_q[x + 2u], (codes >> 4u) & CODE_BYTES)
+        + dot4I8Packed(x_q[x + 3u], (codes >> 6u) & CODE_BYTES);
+}
+
+fn dot16_rows(codes: vec4<u32>, x: u32) -> vec4<i32> {
+    return vec4<i32>(dot16(codes.x, x), dot16(codes.y, x), dot16(codes.z, x), dot16(codes.w, x));
+}
+
+// The ROWS rows of this invocation, clamped to the last row for loading.
+fn load_rows(first_row: u32) -> vec4<u32> {
+    let last = params.n - 1u;
+    return vec4<u32>(first_row, min(first_row + WG, last), min(first_row + 2u * WG, last),
+                     min(first_row + 3u * WG, last));
+}
+
+fn write_rows(acc: vec4<i32>, token: u32, first_row: u32) {
+    for (var r = 0u; r < ROWS; r++) {
+        let row = first_row + r * WG;
+        if (row < params.n) {
+            write_output(acc[r], token, row);
+        }
+    }
+}
+
 @compute @workgroup_size(WG)
 fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let row = (wid.x + wid.y * nwg.x) * WG + lid;
-    if (row >= params.n) {
+    let first_row = (wid.x + wid.y * nwg.x) * WG * ROWS + lid;
+    if (first_row >= params.n) {
         return;
     }
-    var acc = 0i;
+    let rows = load_rows(first_row);
+    var acc = vec4<i32>();
     for (var g = 0u; g < params.k_groups; g++) {
-        let codes = weight[g * params.n + row];
-        let x = 4u * g;
-        acc += dot4I8Packed(x_q[x], codes & CODE_BYTES);
-        acc += dot4I8Packed(x_q[x + 1u], (codes >> 2u) & CODE_BYTES);
-        acc += dot4I8Packed(x_q[x + 2u], (codes >> 4u) & CODE_BYTES);
-        acc += dot4I8Packed(x_q[x + 3u], (codes >> 6u) & CODE_BYTES);
+        let base = g * params.n;
+        let codes = vec4<u32>(weight[base + rows.x], weight[base + rows.y], weight[base + rows.z],
+                              weight[base + rows.w]);
+        acc += dot16_rows(codes, 4u * g);
     }
-    write_output(acc, 0u, row);
+    write_rows(acc, 0u, first_row);
 }
 
 @compute @workgroup_size(WG)
 fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let row_blocks = (params.n + WG - 1u) / WG;
+    let row_blocks = (params.n + WG * ROWS - 1u) / (WG * ROWS);
     let block = wid.x + wid.y * nwg.x;
-    let row = (block % row_blocks) * WG + lid;
-    let first_token = (block / row_blocks) * TILE_M;
-    if (row >= params.n || first_token >= params.rows) {
+    let first_row = (block % row_blocks) * WG * ROWS + lid;
+    let first_token = (block / row_blocks) * TOKENS;
+    if (first_row >= params.n || first_token >= params.rows) {
         return;
     }
+    let rows = load_rows(first_row);
     let words_per_token = 4u * params.k_groups;
-    var acc: array<i32, TILE_M>;
+    let last_token = params.rows - 1u;
+    let x0 = first_token * words_per_token;
+    let x1 = min(first_token + 1u, last_token) * words_per_token;
+    let x2 = min(first_token + 2u, last_token) * words_per_token;
+    let x3 = min(first_token + 3u, last_token) * words_per_token;
+    var acc0 = vec4<i32>();
+    var acc1 = vec4<i32>();
+    var acc2 = vec4<i32>();
+    var acc3 = vec4<i32>();
     for (var g = 0u; g < params.k_groups; g++) {
-        let codes = weight[g * params.n + row];
-        let c0 = codes & CODE_BYTES;
-        let c1 = (codes >> 2u) & CODE_BYTES;
-        let c2 = (codes >> 4u) & CODE_BYTES;
-        let c3 = (codes >> 6u) & CODE_BYTES;
-        for (var t = 0u; t < TILE_M; t++) {
-            // Tokens past the end re-read the last token; their sums are never written.
-            let x = min(first_token + t, params.rows - 1u) * words_per_token + 4u * g;
-            acc[t] += dot4I8Packed(x_q[x], c0) + dot4I8Packed(x_q[x + 1u], c1)
-                + dot4I8Packed(x_q[x + 2u], c2) + dot4I8Packed(x_q[x + 3u], c3);
-        }
+        let base = g * params.n;
+        let codes = vec4<u32>(weight[base + rows.x], weight[base + rows.y], weight[base + rows.z],
+                              weight[base + rows.w]);
+        acc0 += dot16_rows(codes, x0 + 4u * g);
+        acc1 += dot16_rows(codes, x1 + 4u * g);
+        acc2 += dot16_rows(codes, x2 + 4u * g);
+        acc3 += dot16_rows(codes, x3 + 4u * g);
     }
-    for (var t = 0u; t < TILE_M; t++) {
+    let acc = array<vec4<i32>, TOKENS>(acc0, acc1, acc2, acc3);
+    for (var t = 0u; t < TOKENS; t++) {
         if (first_token + t < params.rows) {
-            write_output(acc[t], first_token + t, row);
+            write_rows(acc[t], first_token + t, first_row);
         }
     }
 }

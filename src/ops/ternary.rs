@@ -22,10 +22,10 @@ use crate::gpu::{Dispatch, Gpu, GpuBuffer, KernelKey};
 
 pub use crate::cpu::ternary::ScaleConvention;
 
-/// Tokens per invocation of the `gemm` entry point (`TILE_M` in the shader).
-const GEMM_TOKENS_PER_INVOCATION: u32 = 8;
-/// Output rows per workgroup of both entry points (`WG` in the shader).
-const ROWS_PER_WORKGROUP: u32 = 64;
+/// Output rows per workgroup of both entry points (`WG * ROWS` in the shader).
+const ROWS_PER_WORKGROUP: u32 = 64 * 4;
+/// Tokens per invocation of the `gemm` entry point (`TOKENS` in the shader).
+const GEMM_TOKENS_PER_INVOCATION: u32 = 4;
 
 /// A ternary weight `[n][k]` uploaded in the GPU layout, with its scale.
 pub struct TernaryWeight {

@@ -224,6 +224,9 @@ fn gemv_and_gemm_accumulators_are_bit_exact() {
         (2, 37, 70),
         (9, 64, 2560),
         (17, 3, 33),
+        // More rows than one workgroup covers (256), not a multiple of it.
+        (6, 517, 48),
+        (1, 700, 20),
     ];
     for &(m, n, k) in &shapes {
         // Full-range int8, including -128, to exercise the extremes.
@@ -272,6 +275,7 @@ fn bitlinear_float_output_matches_cpu_in_both_conventions() {
         (5, 129, 300),
         (1, 64, 2560),
         (3, 20, 16),
+        (2, 300, 40),
     ] {
         let x = random_activations(&mut rng, (m * k) as usize);
         let w = random_ternary(&mut rng, (n * k) as usize);
