@@ -14,7 +14,7 @@
 // int8 per word, column 4i + b in byte b of word i, padding columns are 0.
 // x_scale f32 [rows], x_sum i32 [rows].
 // Bindings: 0 params (uniform), 1 x, 2 x_q, 3 x_scale, 4 x_sum.
-// Grid: one workgroup of 256 invocations per row (folded into y past 65535
+// Grid: one workgroup of 64 invocations per row (folded into y past 65535
 // rows); invocations stride over the row, with tree reductions in workgroup
 // memory for max |x| and for the sum.
 
@@ -31,7 +31,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> x_scale: array<f32>;
 @group(0) @binding(4) var<storage, read_write> x_sum: array<i32>;
 
-const WG: u32 = 256u;
+const WG: u32 = 64u;
 var<workgroup> partial_max: array<f32, WG>;
 var<workgroup> partial_sum: array<i32, WG>;
 
