@@ -35,7 +35,7 @@ pub const SHADERS: &[Shader] = &[
     shader!("embedding"),
     shader!("matmul_f16"),
     shader!("matmul_f32"),
-    shader!("matmul_ternary"),
+    shader!("matmul_ternary", &["RAW_I32"]),
     shader!("quantize_int8"),
     shader!("rmsnorm"),
     shader!("rope"),
