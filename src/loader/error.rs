@@ -36,6 +36,15 @@ pub enum LoadError {
     )]
     UnsupportedVersion { version: u32 },
 
+    #[error(
+        "{what} claims {count} entries, but only {remaining} bytes remain in the file; the file is truncated or corrupt"
+    )]
+    CountTooLarge {
+        what: String,
+        count: u64,
+        remaining: u64,
+    },
+
     #[error("{what} is {value}, more than the limit {limit}; the file is corrupt")]
     TooLarge {
         what: String,

@@ -588,10 +588,10 @@ impl<'a> Reader<'a> {
     ) -> Result<(), LoadError> {
         match count.checked_mul(min_size) {
             Some(bytes) if bytes <= self.remaining() => Ok(()),
-            _ => Err(LoadError::TooLarge {
-                what: format!("{} (count × {min_size} bytes)", what()),
-                value: count,
-                limit: self.remaining() / min_size.max(1),
+            _ => Err(LoadError::CountTooLarge {
+                what: what(),
+                count,
+                remaining: self.remaining(),
             }),
         }
     }
