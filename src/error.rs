@@ -61,6 +61,9 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    #[error(transparent)]
+    Load(#[from] crate::loader::LoadError),
+
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,
@@ -70,6 +73,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// The loader error inside, if this is one (unwrapping the file name).
+    pub fn as_load(&self) -> Option<&crate::loader::LoadError> {
+        match self {
+            Error::Load(inner) => Some(inner.kind()),
+            _ => None,
+        }
+    }
+
     pub(crate) fn shape(op: &'static str, message: impl Into<String>) -> Self {
         Error::Shape {
             op,

@@ -5,6 +5,7 @@
 pub mod cpu;
 pub mod error;
 pub mod gpu;
+pub mod loader;
 pub mod ops;
 pub mod shaders;
 
