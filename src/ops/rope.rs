@@ -42,7 +42,22 @@ impl RopeTable {
             ));
         }
         let inv_freq = rope_inv_freq(head_dim as usize, theta, scaling);
-        let table = rope_table(&inv_freq, max_positions as usize);
+        Self::from_inv_freq(gpu, head_dim, &inv_freq, max_positions)
+    }
+
+    /// Upload the table for explicit frequencies (e.g. a GGUF's
+    /// `rope_freqs.weight` factors already applied), `head_dim / 2` of them.
+    pub fn from_inv_freq(gpu: &Gpu, head_dim: u32, inv_freq: &[f64], max_positions: u32) -> Result<Self> {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) || inv_freq.len() != head_dim as usize / 2 {
+            return Err(Error::shape(
+                "rope",
+                format!("need head_dim even and positive with head_dim/2 frequencies, got {head_dim} and {}", inv_freq.len()),
+            ));
+        }
+        if max_positions == 0 || inv_freq.iter().any(|f| !f.is_finite()) {
+            return Err(Error::shape("rope", "need max_positions > 0 and finite frequencies"));
+        }
+        let table = rope_table(inv_freq, max_positions as usize);
         let buffer = gpu.storage_from("rope.table", &table)?;
         Ok(RopeTable {
             buffer,
