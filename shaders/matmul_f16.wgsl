@@ -1,1 +1,165 @@
-// placeholder: filled in by its kernel family
+// Dense matmul with 16-bit weights packed two per u32: y = x · Wᵀ.
+//
+//   y[t][out_offset + r] = sum_k W[r][k] * x[t][k]
+//
+// Layout: W [rows][row_words] u32, row_words = ceil(k / 2); word j of a row
+// holds element 2j in its low half and 2j + 1 in its high half, and the pad
+// half of an odd-k row is zero. x f32 [tokens][k]; y f32 [tokens][out_stride],
+// of which this dispatch writes columns out_offset .. out_offset + rows (one
+// row chunk of a larger weight, see DenseWeight in src/ops/matmul.rs).
+// Bindings: 0 params (uniform), 1 x, 2 W, 3 y.
+//
+// Defines: none = IEEE f16 halves, decoded with unpack2x16float (needs no
+// shader-f16); BF16 = bfloat16 halves, decoded exactly by a 16-bit shift.
+// Weights are widened to f32 and accumulated in f32.
+//
+// Entry points are those of matmul_f32.wgsl (keep the two in step), counted
+// in words instead of elements:
+// - `gemv`: a workgroup of 256 = 8 rows x 32 lanes per (token, 8-row group);
+//   lanes read consecutive words, then a tree reduction in workgroup memory.
+//   Linear workgroup index = token * row_groups + row_group.
+// - `gemm`: 64 tokens x 64 rows per workgroup of 16 x 16 threads, 4 x 4
+//   outputs each, with x and decoded W tiles of depth 16 in workgroup memory.
+//   Linear workgroup index = token_tile * row_tiles + row_tile.
+
+struct Params {
+    tokens: u32,
+    rows: u32,
+    k: u32,
+    row_words: u32,
+    out_offset: u32,
+    out_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<u32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+// The two weights of one word, as f32 (low half first).
+fn decode(word: u32) -> vec2<f32> {
+#ifdef BF16
+    return vec2<f32>(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u));
+#else
+    return unpack2x16float(word);
+#endif
+}
+
+const GEMV_LANES: u32 = 32u;
+const GEMV_ROWS: u32 = 8u;
+var<workgroup> gemv_partial: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let row_groups = (params.rows + GEMV_ROWS - 1u) / GEMV_ROWS;
+    let index = wid.x + wid.y * nwg.x;
+    if (index >= row_groups * params.tokens) {
+        return;
+    }
+    let token = index / row_groups;
+    let slot = lid / GEMV_LANES;
+    let lane = lid % GEMV_LANES;
+    let row = (index % row_groups) * GEMV_ROWS + slot;
+
+    var sum = 0.0;
+    if (row < params.rows) {
+        let w_base = row * params.row_words;
+        let x_base = token * params.k;
+        let full_words = params.k / 2u;
+        for (var j = lane; j < full_words; j += GEMV_LANES) {
+            let pair = decode(w[w_base + j]);
+            sum += pair.x * x[x_base + 2u * j] + pair.y * x[x_base + 2u * j + 1u];
+        }
+        // An odd k leaves one real weight in the last word; x has no partner for its pad.
+        if (lane == 0u && (params.k & 1u) == 1u) {
+            sum += decode(w[w_base + full_words]).x * x[x_base + params.k - 1u];
+        }
+    }
+    gemv_partial[lid] = sum;
+    workgroupBarrier();
+    for (var stride = GEMV_LANES / 2u; stride > 0u; stride >>= 1u) {
+        if (lane < stride) {
+            gemv_partial[lid] += gemv_partial[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    if (lane == 0u && row < params.rows) {
+        y[token * params.out_stride + params.out_offset + row] = gemv_partial[lid];
+    }
+}
+
+const TILE: u32 = 64u;     // tokens and rows per workgroup
+const DEPTH: u32 = 16u;    // k per staged tile (even, so tiles start on a word)
+const THREADS: u32 = 16u;  // threads per side; each owns TILE / THREADS = 4 per side
+// Stored [depth][token or row] so the inner loop reads consecutive addresses.
+var<workgroup> x_tile: array<f32, 1024>;  // DEPTH * TILE
+var<workgroup> w_tile: array<f32, 1024>;  // DEPTH * TILE
+
+@compute @workgroup_size(16, 16)
+fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) local: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row_tiles = (params.rows + TILE - 1u) / TILE;
+    let token_tiles = (params.tokens + TILE - 1u) / TILE;
+    let index = wid.x + wid.y * nwg.x;
+    if (index >= row_tiles * token_tiles) {
+        return;
+    }
+    let row0 = (index % row_tiles) * TILE;
+    let token0 = (index / row_tiles) * TILE;
+
+    var acc: array<array<f32, 4>, 4>;
+    for (var k0 = 0u; k0 < params.k; k0 += DEPTH) {
+        // x: 64 tokens x 16 values, 4 per thread, along k first (coalesced).
+        for (var r = 0u; r < 4u; r++) {
+            let e = lid + r * 256u;
+            let token = e / DEPTH;
+            let kk = e % DEPTH;
+            var xv = 0.0;
+            if (token0 + token < params.tokens && k0 + kk < params.k) {
+                xv = x[(token0 + token) * params.k + k0 + kk];
+            }
+            x_tile[kk * TILE + token] = xv;
+        }
+        // W: 64 rows x 8 words, 2 words per thread. Past k the x tile is
+        // zero, so the pad half needs no test.
+        for (var r = 0u; r < 2u; r++) {
+            let e = lid + r * 256u;
+            let row = e / (DEPTH / 2u);
+            let word = e % (DEPTH / 2u);
+            let j = k0 / 2u + word;
+            var pair = vec2<f32>(0.0);
+            if (row0 + row < params.rows && j < params.row_words) {
+                pair = decode(w[(row0 + row) * params.row_words + j]);
+            }
+            w_tile[(2u * word) * TILE + row] = pair.x;
+            w_tile[(2u * word + 1u) * TILE + row] = pair.y;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < DEPTH; kk++) {
+            var a: array<f32, 4>;
+            var b: array<f32, 4>;
+            for (var i = 0u; i < 4u; i++) {
+                a[i] = x_tile[kk * TILE + local.y + i * THREADS];
+                b[i] = w_tile[kk * TILE + local.x + i * THREADS];
+            }
+            for (var i = 0u; i < 4u; i++) {
+                for (var j = 0u; j < 4u; j++) {
+                    acc[i][j] += a[i] * b[j];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let token = token0 + local.y + i * THREADS;
+        for (var j = 0u; j < 4u; j++) {
+            let row = row0 + local.x + j * THREADS;
+            if (token < params.tokens && row < params.rows) {
+                y[token * params.out_stride + params.out_offset + row] = acc[i][j];
+            }
+        }
+    }
+}

@@ -1,1 +1,144 @@
-// placeholder: filled in by its kernel family
+// Dense matmul with f32 weights: y = x · Wᵀ, like a PyTorch Linear.
+//
+//   y[t][out_offset + r] = sum_k W[r][k] * x[t][k]
+//
+// Layout: W f32 [rows][k] row-major (one row chunk of a larger weight, see
+// DenseWeight in src/ops/matmul.rs); x f32 [tokens][k]; y f32 [tokens][out_stride],
+// of which this dispatch writes columns out_offset .. out_offset + rows.
+// Bindings: 0 params (uniform), 1 x, 2 W, 3 y.
+// Accumulation in f32. matmul_f16.wgsl is the same two kernels for packed
+// 16-bit weights; keep their structure in step.
+//
+// Entry points:
+// - `gemv` (decode, few tokens): a workgroup of 256 = 8 rows x 32 lanes per
+//   (token, 8-row group); the 32 lanes of a row read consecutive elements
+//   (coalesced), then a tree reduction in workgroup memory.
+//   Linear workgroup index = token * row_groups + row_group.
+// - `gemm` (prefill): 64 tokens x 64 rows per workgroup of 16 x 16 threads,
+//   each thread a 4 x 4 block of outputs; x and W tiles of depth 16 are staged
+//   in workgroup memory, so every weight loaded serves 64 tokens.
+//   Linear workgroup index = token_tile * row_tiles + row_tile.
+// Both fold the linear index into y past 65535 workgroups.
+
+struct Params {
+    tokens: u32,
+    rows: u32,
+    k: u32,
+    // Elements per stored weight row (= k here; kept for symmetry with f16).
+    row_words: u32,
+    out_offset: u32,
+    out_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+const GEMV_LANES: u32 = 32u;
+const GEMV_ROWS: u32 = 8u;
+var<workgroup> gemv_partial: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let row_groups = (params.rows + GEMV_ROWS - 1u) / GEMV_ROWS;
+    let index = wid.x + wid.y * nwg.x;
+    if (index >= row_groups * params.tokens) {
+        return;
+    }
+    let token = index / row_groups;
+    let slot = lid / GEMV_LANES;
+    let lane = lid % GEMV_LANES;
+    let row = (index % row_groups) * GEMV_ROWS + slot;
+
+    var sum = 0.0;
+    if (row < params.rows) {
+        let w_base = row * params.row_words;
+        let x_base = token * params.k;
+        for (var i = lane; i < params.k; i += GEMV_LANES) {
+            sum += w[w_base + i] * x[x_base + i];
+        }
+    }
+    gemv_partial[lid] = sum;
+    workgroupBarrier();
+    for (var stride = GEMV_LANES / 2u; stride > 0u; stride >>= 1u) {
+        if (lane < stride) {
+            gemv_partial[lid] += gemv_partial[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    if (lane == 0u && row < params.rows) {
+        y[token * params.out_stride + params.out_offset + row] = gemv_partial[lid];
+    }
+}
+
+const TILE: u32 = 64u;     // tokens and rows per workgroup
+const DEPTH: u32 = 16u;    // k per staged tile
+const THREADS: u32 = 16u;  // threads per side; each owns TILE / THREADS = 4 per side
+// Stored [depth][token or row] so the inner loop reads consecutive addresses.
+var<workgroup> x_tile: array<f32, 1024>;  // DEPTH * TILE
+var<workgroup> w_tile: array<f32, 1024>;  // DEPTH * TILE
+
+@compute @workgroup_size(16, 16)
+fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) local: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row_tiles = (params.rows + TILE - 1u) / TILE;
+    let token_tiles = (params.tokens + TILE - 1u) / TILE;
+    let index = wid.x + wid.y * nwg.x;
+    if (index >= row_tiles * token_tiles) {
+        return;
+    }
+    let row0 = (index % row_tiles) * TILE;
+    let token0 = (index / row_tiles) * TILE;
+
+    var acc: array<array<f32, 4>, 4>;
+    for (var k0 = 0u; k0 < params.k; k0 += DEPTH) {
+        // 256 threads stage 64 x 16 values of each operand, 4 each; along k
+        // first so neighbouring threads read neighbouring addresses.
+        for (var r = 0u; r < 4u; r++) {
+            let e = lid + r * 256u;
+            let along = e / DEPTH;
+            let kk = e % DEPTH;
+            let k = k0 + kk;
+            let token = token0 + along;
+            var xv = 0.0;
+            if (token < params.tokens && k < params.k) {
+                xv = x[token * params.k + k];
+            }
+            x_tile[kk * TILE + along] = xv;
+            let row = row0 + along;
+            var wv = 0.0;
+            if (row < params.rows && k < params.k) {
+                wv = w[row * params.row_words + k];
+            }
+            w_tile[kk * TILE + along] = wv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < DEPTH; kk++) {
+            var a: array<f32, 4>;
+            var b: array<f32, 4>;
+            for (var i = 0u; i < 4u; i++) {
+                a[i] = x_tile[kk * TILE + local.y + i * THREADS];
+                b[i] = w_tile[kk * TILE + local.x + i * THREADS];
+            }
+            for (var i = 0u; i < 4u; i++) {
+                for (var j = 0u; j < 4u; j++) {
+                    acc[i][j] += a[i] * b[j];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let token = token0 + local.y + i * THREADS;
+        for (var j = 0u; j < 4u; j++) {
+            let row = row0 + local.x + j * THREADS;
+            if (token < params.tokens && row < params.rows) {
+                y[token * params.out_stride + params.out_offset + row] = acc[i][j];
+            }
+        }
+    }
+}
