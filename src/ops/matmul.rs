@@ -264,7 +264,7 @@ fn check_data_len(label: &str, len: usize, rows: u32, cols: u32) -> Result<()> {
 /// wgpu targets), so they are borrowed, not copied.
 fn packed_rows_bytes(bits: &[u16], cols: usize, first: usize, count: usize) -> Cow<'_, [u8]> {
     let rows = &bits[first * cols..(first + count) * cols];
-    if cols % 2 == 0 && cfg!(target_endian = "little") {
+    if cols.is_multiple_of(2) && cfg!(target_endian = "little") {
         return Cow::Borrowed(bytemuck::cast_slice(rows));
     }
     Cow::Owned(bytemuck::cast_slice(&pack_halves(rows, cols)).to_vec())
