@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod error;
 pub mod gpu;
 pub mod loader;
+pub mod model;
 pub mod ops;
 pub mod shaders;
 

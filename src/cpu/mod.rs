@@ -2,6 +2,7 @@
 //! `src/ops/`. They are written for clarity, not speed: they define what the
 //! GPU kernels must compute, and the tests compare against them.
 
+pub mod model;
 pub mod rmsnorm;
 pub mod attention;
 pub mod elementwise;

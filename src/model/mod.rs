@@ -1,0 +1,459 @@
+//! The transformer on the GPU: weights uploaded once, every op (pipelines,
+//! parameter buffers, bind groups) built at load, and a forward step that
+//! records the whole network into one encoder with one submit.
+//!
+//! A token's path, per layer (DESIGN §3/§4; BitNet's extras in brackets):
+//!
+//! ```text
+//! x = rmsnorm(h)                         attn_norm
+//! q, k, v = linear(x)                    [x quantized to int8 once for all three]
+//! rope(q, k); append k, v to the cache
+//! a = attention(q, cache)                causal GQA, f32 softmax
+//! [a = rmsnorm(a; attn_sub_norm)]
+//! h += o_proj(a)
+//! x = rmsnorm(h)                         ffn_norm
+//! m = act(gate(x)) · up(x)               silu (Llama) or relu² (BitNet)
+//! [m = rmsnorm(m; ffn_sub_norm)]
+//! h += down(m)
+//! ```
+//! then `logits = rmsnorm(h) · lm_headᵀ` for the last token (or every token
+//! when [`ModelOptions::all_logits`] is set).
+
+pub mod synthetic;
+pub mod weights;
+
+pub use weights::{LayerWeights, Matrix, MatrixData, ModelWeights};
+
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, Gpu, GpuBuffer};
+use crate::loader::config::{Activation, ModelConfig};
+use crate::ops::attention::{Attention, KvCache};
+use crate::ops::elementwise::{AddInPlace, GatedActivation, GatedMul};
+use crate::ops::embedding::Embedding;
+use crate::ops::matmul::{DenseWeight, Matmul};
+use crate::ops::rope::{Rope, RopeTable};
+use crate::ops::ternary::{Int8Activations, QuantizeInt8, TernaryMatmul, TernaryWeight};
+use crate::ops::RmsNorm;
+
+/// How the GPU model is sized.
+#[derive(Clone, Debug)]
+pub struct ModelOptions {
+    /// KV-cache length in tokens; 0 = the model's maximum, capped at 4096.
+    pub max_context: u32,
+    /// Tokens per prefill step (activation buffers are sized for this many).
+    pub prefill_chunk: u32,
+    /// Compute logits for every token of a step, not only the last.
+    pub all_logits: bool,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions {
+            max_context: 0,
+            prefill_chunk: 64,
+            all_logits: false,
+        }
+    }
+}
+
+/// A linear layer's weight on the GPU.
+enum LinearWeight {
+    Dense(DenseWeight),
+    Ternary(TernaryWeight),
+}
+
+impl LinearWeight {
+    fn upload(gpu: &Gpu, label: &str, m: &Matrix) -> Result<Self> {
+        let (rows, cols) = (m.rows as u32, m.cols as u32);
+        Ok(match &m.data {
+            MatrixData::F32(v) => LinearWeight::Dense(DenseWeight::upload_f32(gpu, label, v, rows, cols)?),
+            MatrixData::F16(v) => LinearWeight::Dense(DenseWeight::upload_f16(gpu, label, v, rows, cols)?),
+            MatrixData::Bf16(v) => LinearWeight::Dense(DenseWeight::upload_bf16(gpu, label, v, rows, cols)?),
+            MatrixData::Ternary { values, scale, convention } => {
+                LinearWeight::Ternary(TernaryWeight::from_ternary(gpu, label, values, rows, cols, *scale, *convention)?)
+            }
+        })
+    }
+
+    fn dense(self, what: &str) -> Result<DenseWeight> {
+        match self {
+            LinearWeight::Dense(d) => Ok(d),
+            LinearWeight::Ternary(_) => Err(Error::Invalid(format!("{what} must be a dense matrix, not ternary"))),
+        }
+    }
+}
+
+/// A linear layer's op: a dense matmul, or a ternary matmul reading int8
+/// activations that a [`QuantizeInt8`] op produced earlier in the step.
+enum Linear {
+    Dense(Matmul),
+    Ternary(TernaryMatmul),
+}
+
+impl Linear {
+    fn new(gpu: &Gpu, weight: &LinearWeight, x: &GpuBuffer, x8: Option<&Int8Activations>, out: &GpuBuffer, max_rows: u32) -> Result<Self> {
+        Ok(match weight {
+            LinearWeight::Dense(w) => Linear::Dense(Matmul::new(gpu, w, x, out, max_rows)?),
+            LinearWeight::Ternary(w) => {
+                let x8 = x8.ok_or_else(|| Error::Invalid("a ternary linear needs int8 activations".into()))?;
+                Linear::Ternary(TernaryMatmul::new(gpu, x8, w, out)?)
+            }
+        })
+    }
+
+    fn set_rows(&mut self, gpu: &Gpu, rows: u32) -> Result<()> {
+        match self {
+            Linear::Dense(m) => m.set_rows(gpu, rows),
+            Linear::Ternary(m) => m.set_rows(gpu, rows),
+        }
+    }
+
+    fn dispatches(&self) -> Vec<&Dispatch> {
+        match self {
+            Linear::Dense(m) => m.dispatches().iter().collect(),
+            Linear::Ternary(m) => vec![m.dispatch()],
+        }
+    }
+}
+
+/// Activation buffers shared by all layers (they run one after another).
+struct Activations {
+    ids: GpuBuffer,       // u32 [rows]
+    h: GpuBuffer,         // [rows][hidden], the residual stream
+    x: GpuBuffer,         // [rows][hidden], normed input of a block
+    delta: GpuBuffer,     // [rows][hidden], a block's output before the residual add
+    q: GpuBuffer,         // [rows][q_dim]
+    k: GpuBuffer,         // [rows][kv_dim]
+    v: GpuBuffer,         // [rows][kv_dim]
+    attn: GpuBuffer,      // [rows][q_dim]
+    attn_sub: GpuBuffer,  // [rows][q_dim], BitNet's attn_sub_norm output
+    gate: GpuBuffer,      // [rows][intermediate]
+    up: GpuBuffer,        // [rows][intermediate]
+    mlp: GpuBuffer,       // [rows][intermediate]
+    mlp_sub: GpuBuffer,   // [rows][intermediate], BitNet's ffn_sub_norm output
+    last: GpuBuffer,      // [1][hidden], the last token's residual
+    final_x: GpuBuffer,   // [logit rows][hidden]
+    logits: GpuBuffer,    // [logit rows][vocab]
+    /// Int8 activations by input width (hidden, q_dim, intermediate), for ternary models.
+    x8_hidden: Option<Int8Activations>,
+    x8_q: Option<Int8Activations>,
+    x8_mlp: Option<Int8Activations>,
+}
+
+struct Layer {
+    attn_norm: RmsNorm,
+    quantize_attn_in: Option<QuantizeInt8>,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    rope: Rope,
+    attention: Attention,
+    attn_sub_norm: Option<RmsNorm>,
+    quantize_o_in: Option<QuantizeInt8>,
+    o_proj: Linear,
+    attn_residual: AddInPlace,
+    ffn_norm: RmsNorm,
+    quantize_ffn_in: Option<QuantizeInt8>,
+    gate_proj: Linear,
+    up_proj: Linear,
+    gated: GatedMul,
+    ffn_sub_norm: Option<RmsNorm>,
+    quantize_down_in: Option<QuantizeInt8>,
+    down_proj: Linear,
+    ffn_residual: AddInPlace,
+    _cache: KvCache,
+}
+
+impl Layer {
+    fn set_step(&mut self, gpu: &Gpu, rows: u32, pos0: u32) -> Result<()> {
+        self.attn_norm.set_rows(gpu, rows)?;
+        for q in [&mut self.quantize_attn_in, &mut self.quantize_o_in, &mut self.quantize_ffn_in, &mut self.quantize_down_in]
+            .into_iter()
+            .flatten()
+        {
+            q.set_rows(gpu, rows)?;
+        }
+        for l in [&mut self.q_proj, &mut self.k_proj, &mut self.v_proj, &mut self.o_proj, &mut self.gate_proj, &mut self.up_proj, &mut self.down_proj] {
+            l.set_rows(gpu, rows)?;
+        }
+        self.rope.set_step(gpu, rows, pos0)?;
+        self.attention.set_step(gpu, rows, pos0)?;
+        if let Some(n) = &mut self.attn_sub_norm {
+            n.set_rows(gpu, rows)?;
+        }
+        self.attn_residual.set_rows(gpu, rows)?;
+        self.ffn_norm.set_rows(gpu, rows)?;
+        self.gated.set_rows(gpu, rows)?;
+        if let Some(n) = &mut self.ffn_sub_norm {
+            n.set_rows(gpu, rows)?;
+        }
+        self.ffn_residual.set_rows(gpu, rows)
+    }
+
+    /// The layer's dispatches in execution order.
+    fn dispatches(&self) -> Vec<&Dispatch> {
+        let mut d: Vec<&Dispatch> = vec![&self.attn_norm.dispatch];
+        d.extend(self.quantize_attn_in.as_ref().map(|q| &q.dispatch));
+        d.extend(self.q_proj.dispatches());
+        d.extend(self.k_proj.dispatches());
+        d.extend(self.v_proj.dispatches());
+        d.push(&self.rope.dispatch);
+        d.extend(self.attention.dispatches());
+        d.extend(self.attn_sub_norm.as_ref().map(|n| &n.dispatch));
+        d.extend(self.quantize_o_in.as_ref().map(|q| &q.dispatch));
+        d.extend(self.o_proj.dispatches());
+        d.push(&self.attn_residual.dispatch);
+        d.push(&self.ffn_norm.dispatch);
+        d.extend(self.quantize_ffn_in.as_ref().map(|q| &q.dispatch));
+        d.extend(self.gate_proj.dispatches());
+        d.extend(self.up_proj.dispatches());
+        d.push(&self.gated.dispatch);
+        d.extend(self.ffn_sub_norm.as_ref().map(|n| &n.dispatch));
+        d.extend(self.quantize_down_in.as_ref().map(|q| &q.dispatch));
+        d.extend(self.down_proj.dispatches());
+        d.push(&self.ffn_residual.dispatch);
+        d
+    }
+}
+
+/// A model ready to run on one GPU.
+pub struct Model {
+    pub config: ModelConfig,
+    pub options: ModelOptions,
+    /// KV-cache length in tokens.
+    pub max_context: u32,
+    act: Activations,
+    embedding: Embedding,
+    layers: Vec<Layer>,
+    final_norm: RmsNorm,
+    lm_head: Matmul,
+    _rope_table: RopeTable,
+    _final_norm_weight: GpuBuffer,
+    /// Tokens already in the KV cache.
+    position: u32,
+    /// Rows of `logits` the last step wrote.
+    logit_rows: u32,
+}
+
+impl Model {
+    /// Upload `weights` and build every op.
+    pub fn load(gpu: &Gpu, weights: &ModelWeights, options: ModelOptions) -> Result<Model> {
+        let c = weights.config.clone();
+        c.validate()?;
+        let max_context = match options.max_context {
+            0 => (c.max_position_embeddings as u32).min(4096),
+            n => n,
+        };
+        // A step never holds more tokens than the context.
+        let mut options = options;
+        options.prefill_chunk = options.prefill_chunk.clamp(1, max_context);
+        let rows = options.prefill_chunk;
+        let (hidden, q_dim, kv_dim, inter, vocab) =
+            (c.hidden_size as u32, c.q_dim() as u32, c.kv_dim() as u32, c.intermediate_size as u32, c.vocab_size as u32);
+        let logit_rows = if options.all_logits { rows } else { 1 };
+        let f32s = |label: &str, n: u32| gpu.storage(label, n as u64 * 4);
+        let ternary = weights.layers.iter().any(|l| l.q_proj.is_ternary() || l.gate_proj.is_ternary());
+        let x8 = |label: &str, k: u32| -> Result<Option<Int8Activations>> {
+            if ternary { Ok(Some(Int8Activations::new(gpu, label, rows, k)?)) } else { Ok(None) }
+        };
+        let act = Activations {
+            ids: gpu.storage("ids", rows as u64 * 4)?,
+            h: f32s("h", rows * hidden)?,
+            x: f32s("x", rows * hidden)?,
+            delta: f32s("delta", rows * hidden)?,
+            q: f32s("q", rows * q_dim)?,
+            k: f32s("k", rows * kv_dim)?,
+            v: f32s("v", rows * kv_dim)?,
+            attn: f32s("attn", rows * q_dim)?,
+            attn_sub: f32s("attn_sub", rows * q_dim)?,
+            gate: f32s("gate", rows * inter)?,
+            up: f32s("up", rows * inter)?,
+            mlp: f32s("mlp", rows * inter)?,
+            mlp_sub: f32s("mlp_sub", rows * inter)?,
+            last: f32s("last", hidden)?,
+            final_x: f32s("final_x", logit_rows * hidden)?,
+            logits: f32s("logits", logit_rows * vocab)?,
+            x8_hidden: x8("x8_hidden", hidden)?,
+            x8_q: x8("x8_q", q_dim)?,
+            x8_mlp: x8("x8_mlp", inter)?,
+        };
+
+        let rope_table = RopeTable::from_inv_freq(gpu, c.head_dim as u32, &weights.rope_inv_freq, max_context)?;
+        let embed = LinearWeight::upload(gpu, "embed_tokens", &weights.embed_tokens)?.dense("embed_tokens")?;
+        let embedding = Embedding::new(gpu, &embed, &act.ids, &act.h, rows)?;
+        let eps = c.rms_norm_eps;
+        let vector = |label: &str, v: &[f32]| gpu.storage_from(label, v);
+        let quantize = |x: &GpuBuffer, x8: &Option<Int8Activations>| -> Result<Option<QuantizeInt8>> {
+            x8.as_ref().map(|a| QuantizeInt8::new(gpu, x, a)).transpose()
+        };
+
+        let mut layers = Vec::with_capacity(weights.layers.len());
+        for (i, w) in weights.layers.iter().enumerate() {
+            log::debug!("uploading layer {i}");
+            let lin = |name: &str, m: &Matrix| LinearWeight::upload(gpu, &format!("layers.{i}.{name}"), m);
+            let (wq, wk, wv, wo) = (lin("q_proj", &w.q_proj)?, lin("k_proj", &w.k_proj)?, lin("v_proj", &w.v_proj)?, lin("o_proj", &w.o_proj)?);
+            let (wg, wu, wd) = (lin("gate_proj", &w.gate_proj)?, lin("up_proj", &w.up_proj)?, lin("down_proj", &w.down_proj)?);
+            let cache = KvCache::new(gpu, &format!("layers.{i}.kv"), c.num_key_value_heads as u32, c.head_dim as u32, max_context)?;
+            let attn_sub_norm = match &w.attn_sub_norm {
+                Some(v) => Some(RmsNorm::new(gpu, &act.attn, &vector("attn_sub_norm", v)?, &act.attn_sub, rows, q_dim, eps)?),
+                None => None,
+            };
+            let o_in = if attn_sub_norm.is_some() { &act.attn_sub } else { &act.attn };
+            let ffn_sub_norm = match &w.ffn_sub_norm {
+                Some(v) => Some(RmsNorm::new(gpu, &act.mlp, &vector("ffn_sub_norm", v)?, &act.mlp_sub, rows, inter, eps)?),
+                None => None,
+            };
+            let down_in = if ffn_sub_norm.is_some() { &act.mlp_sub } else { &act.mlp };
+            let activation = match c.activation {
+                Activation::Silu => GatedActivation::Silu,
+                Activation::Relu2 => GatedActivation::Relu2,
+            };
+            layers.push(Layer {
+                attn_norm: RmsNorm::new(gpu, &act.h, &vector("input_layernorm", &w.input_layernorm)?, &act.x, rows, hidden, eps)?,
+                quantize_attn_in: quantize(&act.x, &act.x8_hidden)?,
+                q_proj: Linear::new(gpu, &wq, &act.x, act.x8_hidden.as_ref(), &act.q, rows)?,
+                k_proj: Linear::new(gpu, &wk, &act.x, act.x8_hidden.as_ref(), &act.k, rows)?,
+                v_proj: Linear::new(gpu, &wv, &act.x, act.x8_hidden.as_ref(), &act.v, rows)?,
+                rope: Rope::new(gpu, &rope_table, &act.q, &act.k, rows, c.num_attention_heads as u32, c.num_key_value_heads as u32)?,
+                attention: Attention::new(gpu, &cache, &act.q, &act.k, &act.v, &act.attn, rows, c.num_attention_heads as u32)?,
+                attn_sub_norm,
+                quantize_o_in: quantize(o_in, &act.x8_q)?,
+                o_proj: Linear::new(gpu, &wo, o_in, act.x8_q.as_ref(), &act.delta, rows)?,
+                attn_residual: AddInPlace::new(gpu, &act.h, &act.delta, rows, hidden)?,
+                ffn_norm: RmsNorm::new(gpu, &act.h, &vector("post_attention_layernorm", &w.post_attention_layernorm)?, &act.x, rows, hidden, eps)?,
+                quantize_ffn_in: quantize(&act.x, &act.x8_hidden)?,
+                gate_proj: Linear::new(gpu, &wg, &act.x, act.x8_hidden.as_ref(), &act.gate, rows)?,
+                up_proj: Linear::new(gpu, &wu, &act.x, act.x8_hidden.as_ref(), &act.up, rows)?,
+                gated: GatedMul::new(gpu, activation, &act.gate, &act.up, &act.mlp, rows, inter)?,
+                ffn_sub_norm,
+                quantize_down_in: quantize(down_in, &act.x8_mlp)?,
+                down_proj: Linear::new(gpu, &wd, down_in, act.x8_mlp.as_ref(), &act.delta, rows)?,
+                ffn_residual: AddInPlace::new(gpu, &act.h, &act.delta, rows, hidden)?,
+                _cache: cache,
+            });
+            gpu.take_error()?;
+        }
+
+        let final_norm_weight = vector("norm", &weights.norm)?;
+        let final_in = if options.all_logits { &act.h } else { &act.last };
+        let final_norm = RmsNorm::new(gpu, final_in, &final_norm_weight, &act.final_x, logit_rows, hidden, eps)?;
+        let lm_head_weight = match &weights.lm_head {
+            Some(m) => LinearWeight::upload(gpu, "lm_head", m)?.dense("lm_head")?,
+            None => embed,
+        };
+        let lm_head = Matmul::new(gpu, &lm_head_weight, &act.final_x, &act.logits, logit_rows)?;
+        gpu.take_error()?;
+        Ok(Model {
+            config: c,
+            options,
+            max_context,
+            act,
+            embedding,
+            layers,
+            final_norm,
+            lm_head,
+            _rope_table: rope_table,
+            _final_norm_weight: final_norm_weight,
+            position: 0,
+            logit_rows: 0,
+        })
+    }
+
+    /// Tokens in the KV cache.
+    pub fn position(&self) -> u32 {
+        self.position
+    }
+
+    /// Forget the sequence (the cache is overwritten from position 0).
+    pub fn reset(&mut self) {
+        self.position = 0;
+        self.logit_rows = 0;
+    }
+
+    /// Run `tokens` through the model after the tokens already cached, in
+    /// steps of at most `prefill_chunk` tokens. Afterwards [`Model::logits`]
+    /// holds the last step's logits.
+    pub fn forward(&mut self, gpu: &Gpu, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::Invalid("forward needs at least one token".into()));
+        }
+        let end = self.position as u64 + tokens.len() as u64;
+        if end > self.max_context as u64 {
+            return Err(Error::Invalid(format!(
+                "the sequence would be {end} tokens but the context holds {}; shorten the prompt or --max-tokens, or raise --context",
+                self.max_context
+            )));
+        }
+        if let Some(bad) = tokens.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+            return Err(Error::Invalid(format!("token id {bad} is outside the vocabulary of {} tokens", self.config.vocab_size)));
+        }
+        for chunk in tokens.chunks(self.options.prefill_chunk.max(1) as usize) {
+            self.step(gpu, chunk)?;
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, gpu: &Gpu, tokens: &[u32]) -> Result<()> {
+        let rows = tokens.len() as u32;
+        let pos0 = self.position;
+        gpu.write(&self.act.ids, 0, bytemuck::cast_slice(tokens));
+        self.embedding.set_rows(gpu, rows)?;
+        for layer in &mut self.layers {
+            layer.set_step(gpu, rows, pos0)?;
+        }
+        let logit_rows = if self.options.all_logits { rows } else { 1 };
+        self.final_norm.set_rows(gpu, logit_rows)?;
+        self.lm_head.set_rows(gpu, logit_rows)?;
+
+        let mut encoder = gpu.encoder("forward");
+        let mut body: Vec<&Dispatch> = self.embedding.dispatches().iter().collect();
+        for layer in &self.layers {
+            body.extend(layer.dispatches());
+        }
+        gpu.record(&mut encoder, "layers", &body);
+        if !self.options.all_logits {
+            let row_bytes = self.config.hidden_size as u64 * 4;
+            encoder.copy_buffer_to_buffer(&self.act.h.buffer, (rows as u64 - 1) * row_bytes, &self.act.last.buffer, 0, row_bytes);
+        }
+        let mut head: Vec<&Dispatch> = vec![&self.final_norm.dispatch];
+        head.extend(self.lm_head.dispatches());
+        gpu.record(&mut encoder, "lm_head", &head);
+        gpu.submit(encoder)?;
+        self.position += rows;
+        self.logit_rows = logit_rows;
+        Ok(())
+    }
+
+    /// Logits of the last token of the last step.
+    pub fn logits(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        let mut all = self.step_logits(gpu)?;
+        let vocab = self.config.vocab_size;
+        Ok(all.split_off(all.len() - vocab))
+    }
+
+    /// Logits of every row the last step computed (`[rows][vocab]`; one row
+    /// unless `all_logits`).
+    pub fn step_logits(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        if self.logit_rows == 0 {
+            return Err(Error::Invalid("no logits yet: run forward first".into()));
+        }
+        let mut v: Vec<f32> = gpu.read(&self.act.logits)?;
+        v.truncate(self.logit_rows as usize * self.config.vocab_size);
+        Ok(v)
+    }
+
+    /// Logits for every position of `tokens` from an empty cache
+    /// (teacher forcing); needs `all_logits`.
+    pub fn forward_all(&mut self, gpu: &Gpu, tokens: &[u32]) -> Result<Vec<f32>> {
+        if !self.options.all_logits {
+            return Err(Error::Invalid("forward_all needs a model loaded with all_logits".into()));
+        }
+        self.reset();
+        let mut out = Vec::with_capacity(tokens.len() * self.config.vocab_size);
+        for chunk in tokens.chunks(self.options.prefill_chunk.max(1) as usize) {
+            self.forward(gpu, chunk)?;
+            out.extend(self.step_logits(gpu)?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,370 @@
+//! Host-side model weights, named as the Hugging Face checkpoints name them,
+//! loaded from a safetensors folder or a GGUF file. Both the GPU model and
+//! the CPU reference are built from a [`ModelWeights`].
+//!
+//! GGUF facts handled here: llama.cpp names tensors `blk.N.attn_q.weight`
+//! etc., stores q/k projection rows permuted for its interleaved RoPE (we
+//! undo it so one rotate_half kernel serves every source), stores Llama-3
+//! RoPE scaling as `rope_freqs.weight` factors, and may omit `output.weight`
+//! (tied embeddings).
+
+use crate::cpu::ternary::ScaleConvention;
+use crate::error::{Error, Result};
+use crate::loader::config::{Architecture, ModelConfig, WeightScale};
+use crate::loader::gguf::Gguf;
+use crate::loader::quants::GgmlType;
+use crate::loader::safetensors::{Dtype, SafeTensors};
+use half::{bf16, f16};
+use std::path::Path;
+
+/// The values of a `[rows][cols]` matrix, in the format they will live in on the GPU.
+#[derive(Clone, Debug)]
+pub enum MatrixData {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    Bf16(Vec<bf16>),
+    /// Ternary values in {-1, 0, 1} and the per-tensor scale (BitNet b1.58).
+    Ternary {
+        values: Vec<i8>,
+        scale: f32,
+        convention: ScaleConvention,
+    },
+}
+
+/// A row-major `[rows][cols]` matrix (a linear's `[out_features][in_features]`).
+#[derive(Clone, Debug)]
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: MatrixData,
+}
+
+impl Matrix {
+    /// The dense values as f32 (ternary values unscaled).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match &self.data {
+            MatrixData::F32(v) => v.clone(),
+            MatrixData::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            MatrixData::Bf16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            MatrixData::Ternary { values, .. } => values.iter().map(|&x| x as f32).collect(),
+        }
+    }
+
+    pub fn is_ternary(&self) -> bool {
+        matches!(self.data, MatrixData::Ternary { .. })
+    }
+
+    fn permute_rows(&mut self, map: impl Fn(usize) -> usize) {
+        fn apply<T: Copy>(v: &mut Vec<T>, rows: usize, cols: usize, map: &dyn Fn(usize) -> usize) {
+            let mut out = v.clone();
+            for dst in 0..rows {
+                let src = map(dst);
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&v[src * cols..(src + 1) * cols]);
+            }
+            *v = out;
+        }
+        let (rows, cols) = (self.rows, self.cols);
+        match &mut self.data {
+            MatrixData::F32(v) => apply(v, rows, cols, &map),
+            MatrixData::F16(v) => apply(v, rows, cols, &map),
+            MatrixData::Bf16(v) => apply(v, rows, cols, &map),
+            MatrixData::Ternary { values, .. } => apply(values, rows, cols, &map),
+        }
+    }
+}
+
+/// One transformer block.
+#[derive(Clone, Debug)]
+pub struct LayerWeights {
+    pub input_layernorm: Vec<f32>,          // [hidden]
+    pub q_proj: Matrix,                     // [heads * head_dim][hidden]
+    pub k_proj: Matrix,                     // [kv_heads * head_dim][hidden]
+    pub v_proj: Matrix,                     // [kv_heads * head_dim][hidden]
+    pub o_proj: Matrix,                     // [hidden][heads * head_dim]
+    pub attn_sub_norm: Option<Vec<f32>>,    // [heads * head_dim], BitNet only
+    pub post_attention_layernorm: Vec<f32>, // [hidden]
+    pub gate_proj: Matrix,                  // [intermediate][hidden]
+    pub up_proj: Matrix,                    // [intermediate][hidden]
+    pub down_proj: Matrix,                  // [hidden][intermediate]
+    pub ffn_sub_norm: Option<Vec<f32>>,     // [intermediate], BitNet only
+}
+
+/// A whole model on the host.
+#[derive(Clone, Debug)]
+pub struct ModelWeights {
+    pub config: ModelConfig,
+    pub embed_tokens: Matrix, // [vocab][hidden]
+    pub layers: Vec<LayerWeights>,
+    pub norm: Vec<f32>, // [hidden]
+    /// `None` when tied to `embed_tokens`.
+    pub lm_head: Option<Matrix>, // [vocab][hidden]
+    /// RoPE inverse frequencies, `head_dim / 2` of them, scaling applied.
+    pub rope_inv_freq: Vec<f64>,
+}
+
+impl ModelWeights {
+    /// The output projection (the embedding when tied).
+    pub fn output(&self) -> &Matrix {
+        self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    }
+
+    /// Load from a folder with `config.json` + safetensors, or a `.gguf` file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            Self::from_hf_dir(path)
+        } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+            Self::from_gguf(&Gguf::open(path)?)
+        } else if path.exists() {
+            Err(Error::Invalid(format!(
+                "{}: expected a model folder (config.json + *.safetensors) or a .gguf file",
+                path.display()
+            )))
+        } else {
+            Err(Error::Invalid(format!("{}: no such file or folder", path.display())))
+        }
+    }
+
+    /// A Hugging Face folder: `config.json`, optional `generation_config.json`,
+    /// `model.safetensors` or `model.safetensors.index.json` (sharded).
+    pub fn from_hf_dir(dir: &Path) -> Result<Self> {
+        let config = ModelConfig::from_hf_dir(dir)?;
+        let index = dir.join("model.safetensors.index.json");
+        let tensors = if index.exists() {
+            SafeTensors::open_index(&index)?
+        } else {
+            let single = dir.join("model.safetensors");
+            if single.exists() {
+                SafeTensors::open(&single)?
+            } else {
+                let mut files: Vec<_> = std::fs::read_dir(dir)
+                    .map_err(|source| Error::Io { path: dir.display().to_string(), source })?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+                    .collect();
+                files.sort();
+                if files.is_empty() {
+                    return Err(Error::Invalid(format!("{}: no *.safetensors files", dir.display())));
+                }
+                SafeTensors::open_files(&files)?
+            }
+        };
+        Self::from_safetensors(config, &tensors)
+    }
+
+    /// Build from safetensors with the Hugging Face tensor names.
+    pub fn from_safetensors(config: ModelConfig, st: &SafeTensors) -> Result<Self> {
+        config.validate()?;
+        let c = &config;
+        let (hidden, inter, q_dim, kv_dim) = (c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim());
+        let vector = |name: &str, len: usize| st.f32_with_shape(name, &[len]);
+        let linear = |name: &str, rows: usize, cols: usize| hf_linear(st, c, name, rows, cols);
+        let bitnet = c.architecture == Architecture::BitNet;
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}.");
+            layers.push(LayerWeights {
+                input_layernorm: vector(&format!("{p}input_layernorm.weight"), hidden)?,
+                q_proj: linear(&format!("{p}self_attn.q_proj.weight"), q_dim, hidden)?,
+                k_proj: linear(&format!("{p}self_attn.k_proj.weight"), kv_dim, hidden)?,
+                v_proj: linear(&format!("{p}self_attn.v_proj.weight"), kv_dim, hidden)?,
+                o_proj: linear(&format!("{p}self_attn.o_proj.weight"), hidden, q_dim)?,
+                attn_sub_norm: if bitnet { Some(vector(&format!("{p}self_attn.attn_sub_norm.weight"), q_dim)?) } else { None },
+                post_attention_layernorm: vector(&format!("{p}post_attention_layernorm.weight"), hidden)?,
+                gate_proj: linear(&format!("{p}mlp.gate_proj.weight"), inter, hidden)?,
+                up_proj: linear(&format!("{p}mlp.up_proj.weight"), inter, hidden)?,
+                down_proj: linear(&format!("{p}mlp.down_proj.weight"), hidden, inter)?,
+                ffn_sub_norm: if bitnet { Some(vector(&format!("{p}mlp.ffn_sub_norm.weight"), inter)?) } else { None },
+            });
+        }
+        let embed_tokens = hf_dense(st, "model.embed_tokens.weight", c.vocab_size, hidden)?;
+        let lm_head = if st.contains("lm_head.weight") && !c.tie_word_embeddings {
+            Some(hf_dense(st, "lm_head.weight", c.vocab_size, hidden)?)
+        } else {
+            None
+        };
+        let rope_inv_freq = crate::cpu::rope::rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling.map(rope_scaling));
+        Ok(ModelWeights {
+            norm: vector("model.norm.weight", hidden)?,
+            config,
+            embed_tokens,
+            layers,
+            lm_head,
+            rope_inv_freq,
+        })
+    }
+
+    /// Build from a GGUF file (llama.cpp tensor names).
+    pub fn from_gguf(g: &Gguf) -> Result<Self> {
+        let config = ModelConfig::from_gguf(g)?;
+        config.validate()?;
+        let c = &config;
+        let (hidden, inter, q_dim, kv_dim, hd) = (c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim(), c.head_dim);
+        let vector = |name: &str, len: usize| -> Result<Vec<f32>> {
+            expect_gguf_shape(g, name, &[len])?;
+            g.tensor_f32(name)
+        };
+        let linear = |name: &str, rows: usize, cols: usize| gguf_matrix(g, name, rows, cols);
+        let bitnet = c.architecture == Architecture::BitNet;
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("blk.{i}.");
+            let mut q_proj = linear(&format!("{p}attn_q.weight"), q_dim, hidden)?;
+            let mut k_proj = linear(&format!("{p}attn_k.weight"), kv_dim, hidden)?;
+            if c.architecture == Architecture::Llama {
+                unpermute_gguf_qk(&mut q_proj, c.num_attention_heads, hd);
+                unpermute_gguf_qk(&mut k_proj, c.num_key_value_heads, hd);
+            }
+            layers.push(LayerWeights {
+                input_layernorm: vector(&format!("{p}attn_norm.weight"), hidden)?,
+                q_proj,
+                k_proj,
+                v_proj: linear(&format!("{p}attn_v.weight"), kv_dim, hidden)?,
+                o_proj: linear(&format!("{p}attn_output.weight"), hidden, q_dim)?,
+                attn_sub_norm: if bitnet { Some(vector(&format!("{p}attn_sub_norm.weight"), q_dim)?) } else { None },
+                post_attention_layernorm: vector(&format!("{p}ffn_norm.weight"), hidden)?,
+                gate_proj: linear(&format!("{p}ffn_gate.weight"), inter, hidden)?,
+                up_proj: linear(&format!("{p}ffn_up.weight"), inter, hidden)?,
+                down_proj: linear(&format!("{p}ffn_down.weight"), hidden, inter)?,
+                ffn_sub_norm: if bitnet { Some(vector(&format!("{p}ffn_sub_norm.weight"), inter)?) } else { None },
+            });
+        }
+        let embed_tokens = gguf_dense(g, "token_embd.weight", c.vocab_size, hidden)?;
+        let lm_head = if g.has_tensor("output.weight") {
+            Some(gguf_dense(g, "output.weight", c.vocab_size, hidden)?)
+        } else {
+            None
+        };
+        let mut rope_inv_freq = crate::cpu::rope::rope_inv_freq(hd, c.rope_theta, c.rope_scaling.map(rope_scaling));
+        if g.has_tensor("rope_freqs.weight") {
+            // llama.cpp divides the base frequencies by these factors.
+            let factors = vector("rope_freqs.weight", hd / 2)?;
+            for (f, factor) in rope_inv_freq.iter_mut().zip(factors) {
+                *f /= factor as f64;
+            }
+        }
+        Ok(ModelWeights {
+            norm: vector("output_norm.weight", hidden)?,
+            config,
+            embed_tokens,
+            layers,
+            lm_head,
+            rope_inv_freq,
+        })
+    }
+}
+
+pub(crate) fn rope_scaling(s: crate::loader::config::RopeScaling) -> crate::cpu::rope::Llama3RopeScaling {
+    crate::cpu::rope::Llama3RopeScaling {
+        factor: s.factor,
+        low_freq_factor: s.low_freq_factor,
+        high_freq_factor: s.high_freq_factor,
+        original_max_position: s.original_max_position_embeddings as f64,
+    }
+}
+
+fn convention(scale: Option<WeightScale>) -> ScaleConvention {
+    match scale {
+        Some(WeightScale::Multiply) => ScaleConvention::Multiply,
+        _ => ScaleConvention::Divide,
+    }
+}
+
+/// A dense safetensors matrix kept in its stored precision.
+fn hf_dense(st: &SafeTensors, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+    let t = st.tensor(name)?;
+    t.expect_shape(&[rows, cols])?;
+    let data = match t.dtype() {
+        Dtype::F16 => MatrixData::F16(bytemuck::pod_collect_to_vec::<u8, u16>(t.data()).into_iter().map(f16::from_bits).collect()),
+        Dtype::BF16 => MatrixData::Bf16(bytemuck::pod_collect_to_vec::<u8, u16>(t.data()).into_iter().map(bf16::from_bits).collect()),
+        _ => MatrixData::F32(t.to_f32()?),
+    };
+    Ok(Matrix { rows, cols, data })
+}
+
+/// A linear weight: BitNet's packed release (uint8 `[out/4][in]` + `weight_scale`),
+/// BitNet master weights (ternarized with absmean at load), or dense.
+fn hf_linear(st: &SafeTensors, c: &ModelConfig, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+    if c.architecture != Architecture::BitNet {
+        return hf_dense(st, name, rows, cols);
+    }
+    let t = st.tensor(name)?;
+    if t.dtype() == Dtype::U8 {
+        t.expect_shape(&[rows / 4, cols])?;
+        let values = crate::cpu::ternary::unpack_hf_packed(t.as_u8()?, rows, cols)?;
+        let scale_name = name.replace(".weight", ".weight_scale");
+        let scale = st.tensor(&scale_name)?.to_f32()?;
+        let scale = *scale
+            .first()
+            .filter(|s| s.is_finite() && **s != 0.0)
+            .ok_or_else(|| Error::Invalid(format!("{scale_name}: expected one finite non-zero scale, got {scale:?}")))?;
+        Ok(Matrix { rows, cols, data: MatrixData::Ternary { values, scale, convention: convention(c.weight_scale) } })
+    } else {
+        // Master weights: ternarize with absmean as BitNet b1.58 training does.
+        let dense = hf_dense(st, name, rows, cols)?.to_f32();
+        let (values, scale) = ternarize_absmean(&dense);
+        Ok(Matrix { rows, cols, data: MatrixData::Ternary { values, scale, convention: ScaleConvention::Multiply } })
+    }
+}
+
+/// `scale = mean|W|`, `W_t = clamp(round(W / scale), -1, 1)`; `W ≈ W_t · scale`.
+pub fn ternarize_absmean(w: &[f32]) -> (Vec<i8>, f32) {
+    let mean = (w.iter().map(|x| x.abs() as f64).sum::<f64>() / w.len().max(1) as f64).max(1e-5) as f32;
+    let values = w.iter().map(|x| (x / mean).round().clamp(-1.0, 1.0) as i8).collect();
+    (values, mean)
+}
+
+/// A dense GGUF tensor: F32/F16/BF16 kept, quantized types dequantized to f32.
+fn gguf_dense(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+    let info = expect_gguf_shape(g, name, &[rows, cols])?;
+    let data = match info.ggml_type {
+        GgmlType::F16 => MatrixData::F16(bytemuck::pod_collect_to_vec::<u8, u16>(g.tensor_bytes(name)?).into_iter().map(f16::from_bits).collect()),
+        GgmlType::BF16 => MatrixData::Bf16(bytemuck::pod_collect_to_vec::<u8, u16>(g.tensor_bytes(name)?).into_iter().map(bf16::from_bits).collect()),
+        _ => MatrixData::F32(g.tensor_f32(name)?),
+    };
+    Ok(Matrix { rows, cols, data })
+}
+
+/// A GGUF linear: ternary types stay ternary when they have one scale, else dense.
+fn gguf_matrix(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+    let info = g.tensor_info(name)?;
+    if info.ggml_type.is_ternary() {
+        expect_gguf_shape(g, name, &[rows, cols])?;
+        let t = g.tensor_ternary(name)?;
+        let first = t.scales.first().copied().unwrap_or(0.0);
+        if first != 0.0 && t.scales.iter().all(|&s| s == first) {
+            return Ok(Matrix {
+                rows,
+                cols,
+                data: MatrixData::Ternary { values: t.values, scale: first, convention: ScaleConvention::Multiply },
+            });
+        }
+        log::warn!("{name}: ternary blocks with different scales; running it as a dense f32 matrix");
+    }
+    gguf_dense(g, name, rows, cols)
+}
+
+/// Undo llama.cpp's q/k row permutation: GGUF row `h*hd + 2i + j` holds HF
+/// row `h*hd + j*hd/2 + i`, so HF's rotate_half pairing applies again.
+fn unpermute_gguf_qk(m: &mut Matrix, heads: usize, head_dim: usize) {
+    let half = head_dim / 2;
+    debug_assert_eq!(m.rows, heads * head_dim);
+    m.permute_rows(|hf_row| {
+        let (h, r) = (hf_row / head_dim, hf_row % head_dim);
+        let (j, i) = (r / half, r % half);
+        h * head_dim + 2 * i + j
+    });
+}
+
+/// The tensor's info after checking its (outermost-first) shape.
+fn expect_gguf_shape<'a>(g: &'a Gguf, name: &str, shape: &[usize]) -> Result<&'a crate::loader::GgufTensorInfo> {
+    let info = g.tensor_info(name)?;
+    if info.shape() != shape {
+        return Err(Error::Invalid(format!(
+            "{}: tensor '{name}' has shape {:?}, expected {shape:?} for this model's config",
+            g.source(),
+            info.shape()
+        )));
+    }
+    Ok(info)
+}

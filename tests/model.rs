@@ -1,0 +1,111 @@
+//! Whole-model tests on tiny random models: the GPU forward pass against the
+//! CPU reference (`cpu::model`), prefill-then-decode against one prefill,
+//! and bad input.
+
+use deltallm::loader::config::Architecture;
+use deltallm::model::{synthetic, Model, ModelOptions, ModelWeights};
+use deltallm::{Gpu, GpuOptions};
+use std::sync::OnceLock;
+
+fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| Gpu::new_blocking(&GpuOptions::from_env()).expect("a GPU adapter"))
+}
+
+fn tiny(arch: Architecture, seed: u64) -> ModelWeights {
+    // Odd-ish sizes: hidden 96 (not a multiple of 64), GQA 6/2, head_dim 16.
+    let config = synthetic::config(arch, 96, 200, 2, 6, 2, 300);
+    synthetic::random_weights(&config, seed)
+}
+
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let (mut d, mut n) = (0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        if !x.is_finite() {
+            return f64::INFINITY;
+        }
+        d += (*x as f64 - *y as f64).powi(2);
+        n += (*y as f64).powi(2);
+    }
+    (d / n.max(1e-30)).sqrt()
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold(0, |best, (i, x)| if *x > v[best] { i } else { best })
+}
+
+const TOKENS: [u32; 11] = [1, 17, 250, 3, 99, 42, 42, 7, 123, 299, 0];
+
+fn gpu_matches_cpu(arch: Architecture, tolerance: f64) {
+    let weights = tiny(arch, 7);
+    let expected = deltallm::cpu::model::forward_all(&weights, &TOKENS);
+    // Chunk of 4 so the 11 tokens take three prefill steps (GEMM and GEMV paths).
+    let options = ModelOptions { max_context: 32, prefill_chunk: 4, all_logits: true };
+    let mut model = Model::load(gpu(), &weights, options).unwrap();
+    let got = model.forward_all(gpu(), &TOKENS).unwrap();
+    let err = rel_l2(&got, &expected);
+    assert!(err < tolerance, "{arch:?}: logits relative L2 {err:e} > {tolerance:e}");
+    let vocab = weights.config.vocab_size;
+    for (pos, (g, e)) in got.chunks(vocab).zip(expected.chunks(vocab)).enumerate() {
+        assert_eq!(argmax(g), argmax(e), "{arch:?}: top-1 differs at position {pos}");
+    }
+}
+
+#[test]
+fn tiny_llama_logits_match_the_cpu_reference() {
+    gpu_matches_cpu(Architecture::Llama, 1e-4);
+}
+
+#[test]
+fn tiny_bitnet_logits_match_the_cpu_reference() {
+    // Int8 activation rounding can flip on float-order differences, so the
+    // tolerance is looser than Llama's.
+    gpu_matches_cpu(Architecture::BitNet, 2e-3);
+}
+
+#[test]
+fn prefill_then_decode_equals_one_prefill() {
+    for arch in [Architecture::Llama, Architecture::BitNet] {
+        let weights = tiny(arch, 11);
+        let options = ModelOptions { max_context: 32, prefill_chunk: 8, all_logits: false };
+        let mut whole = Model::load(gpu(), &weights, options.clone()).unwrap();
+        whole.forward(gpu(), &TOKENS).unwrap();
+        let expected = whole.logits(gpu()).unwrap();
+
+        let mut stepwise = Model::load(gpu(), &weights, options).unwrap();
+        stepwise.forward(gpu(), &TOKENS[..6]).unwrap();
+        for &t in &TOKENS[6..] {
+            stepwise.forward(gpu(), &[t]).unwrap();
+        }
+        assert_eq!(stepwise.position(), TOKENS.len() as u32);
+        let got = stepwise.logits(gpu()).unwrap();
+        let err = rel_l2(&got, &expected);
+        assert!(err < 1e-5, "{arch:?}: decode vs prefill relative L2 {err:e}");
+    }
+}
+
+#[test]
+fn decode_steps_create_no_pipelines() {
+    let weights = tiny(Architecture::BitNet, 3);
+    let mut model = Model::load(gpu(), &weights, ModelOptions { max_context: 32, ..Default::default() }).unwrap();
+    model.forward(gpu(), &TOKENS[..5]).unwrap();
+    model.forward(gpu(), &[5]).unwrap();
+    let before = gpu().pipelines_created();
+    for t in 0..4 {
+        model.forward(gpu(), &[t]).unwrap();
+    }
+    assert_eq!(gpu().pipelines_created(), before);
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let weights = tiny(Architecture::Llama, 5);
+    let mut model = Model::load(gpu(), &weights, ModelOptions { max_context: 8, ..Default::default() }).unwrap();
+    let err = model.forward(gpu(), &[1; 9]).unwrap_err().to_string();
+    assert!(err.contains("context"), "{err}");
+    let err = model.forward(gpu(), &[300]).unwrap_err().to_string();
+    assert!(err.contains("vocabulary"), "{err}");
+    assert!(model.forward(gpu(), &[]).is_err());
+    assert!(model.logits(gpu()).is_err(), "no logits before a forward");
+}
