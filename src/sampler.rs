@@ -158,7 +158,7 @@ impl Sampler {
         let Some(&(best_id, best_logit)) = kept.first() else {
             return NONE;
         };
-        if best_logit == f32::INFINITY || best_logit == f32::NEG_INFINITY {
+        if best_logit.is_infinite() {
             // exp() is undefined or zero everywhere: the best token is the only sensible answer.
             return best_id;
         }
@@ -356,7 +356,7 @@ mod tests {
         let penalised = frequencies(&mut Sampler::new(config), &logits, &[1, 3, 1], draws);
         let mut expected = logits;
         expected[1] = 2.0 / 1.5;
-        expected[3] = -1.0 * 1.5;
+        expected[3] = -1.5;
         assert!(penalised[1] < plain[1] - 0.05);
         for (g, p) in penalised.iter().zip(softmax(&expected)) {
             assert!((g - p).abs() < 0.01, "frequency {g} vs probability {p}");

@@ -176,9 +176,9 @@ fn topk_orders_a_wide_tie_by_id() {
     let mut rng = rng(301);
     let n = 5000;
     let mut logits = random_f32(&mut rng, n, 1.0);
-    for i in 0..n {
+    for value in logits.iter_mut() {
         if rng.random_range(0..5) < 3 {
-            logits[i] = 2.5;
+            *value = 2.5;
         }
     }
     let logits_buf = gpu.storage_from("logits", &logits).unwrap();
