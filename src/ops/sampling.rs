@@ -150,7 +150,7 @@ pub struct TopK {
     select_pass: Dispatch,
     merge_pass: Dispatch,
     params: GpuBuffer,
-    /// Scratch: each chunk's top-k ids, sized for `max_n` and [`TOPK_MAX_K`].
+    /// Scratch: each chunk's top-k (id, order key) pairs, sized for `max_n` and [`TOPK_MAX_K`].
     _candidates: GpuBuffer,
     logits: GpuBuffer,
     out: GpuBuffer,
@@ -167,7 +167,8 @@ impl TopK {
         check_range("topk", logits, 0, n, n)?;
         Self::check_k(out, k)?;
         let chunks = n.div_ceil(TOPK_CHUNK);
-        let candidates = gpu.storage("topk.candidates", chunks as u64 * TOPK_MAX_K as u64 * 4)?;
+        // (id, order key) pairs.
+        let candidates = gpu.storage("topk.candidates", chunks as u64 * TOPK_MAX_K as u64 * 8)?;
         let params = gpu.uniform_from(
             "topk.params",
             &Params {
