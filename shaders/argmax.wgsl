@@ -15,8 +15,8 @@
 // Bindings: 0 params (uniform), 1 logits, 2 partials, 3 result.
 // `partials_main` uses bindings 0..2 and `finish` uses 0..3, so each entry
 // point's layout is a prefix of the same numbering.
-// Grid: `partials_main`: one workgroup of 256 invocations per CHUNK = 1024
-// logits (folded into y past 65535 workgroups), each invocation reading 4
+// Grid: `partials_main`: one workgroup of 256 invocations per CHUNK = 2048
+// logits (folded into y past 65535 workgroups), each invocation reading 8
 // logits with a stride of 256 (coalesced), then a tree reduction in
 // workgroup memory. `finish`: one workgroup that reduces the partials the
 // same way, re-reading each chunk winner's value from the logits.
@@ -35,7 +35,7 @@ struct Params {
 
 const WG: u32 = 256u;
 // Logits per invocation in `partials_main`; CHUNK must match ARGMAX_CHUNK in src/ops/sampling.rs.
-const PER_INVOCATION: u32 = 4u;
+const PER_INVOCATION: u32 = 8u;
 const CHUNK: u32 = WG * PER_INVOCATION;
 const NONE: u32 = 0xffffffffu;
 

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, GpuBuffer, KernelKey};
 
 /// Logits per workgroup of the argmax first pass (CHUNK in argmax.wgsl).
-const ARGMAX_CHUNK: u32 = 1024;
+const ARGMAX_CHUNK: u32 = 2048;
 /// Logits per workgroup of the top-k first pass (CHUNK in topk.wgsl).
 const TOPK_CHUNK: u32 = 2048;
 /// The largest k [`TopK`] supports.

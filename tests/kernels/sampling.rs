@@ -3,9 +3,9 @@ use deltallm::cpu::sampling as reference;
 use deltallm::ops::sampling::{Argmax, NONE, TOPK_MAX_K, TopK, TopKEntry};
 use rand::Rng;
 
-/// Lengths around the chunk sizes (1024 for argmax, 2048 for top-k) and the
-/// real vocabulary (128256).
-const LENGTHS: &[usize] = &[1, 7, 255, 256, 257, 2049, 5000, 128256];
+/// Lengths around the workgroup size (256) and the chunk size of both
+/// kernels (2048), and the real vocabulary (128256).
+const LENGTHS: &[usize] = &[1, 7, 255, 256, 257, 2048, 2049, 5000, 128256];
 
 /// Random logits with what makes selection hard planted in: copies of the
 /// maximum far apart (ties across workgroups), runs of duplicates, ±0.0,
@@ -188,6 +188,27 @@ fn topk_orders_a_wide_tie_by_id() {
     let got = read_entries(&out, 64);
     assert_eq!(got, expected_top_k(&logits, 64));
     assert!(got.iter().all(|&(_, v)| v == 2.5f32.to_bits()));
+}
+
+#[test]
+fn topk_merges_more_chunks_than_lanes() {
+    // Past 256 chunks (n > 524288) a merge lane owns several candidate lists.
+    let gpu = gpu();
+    let mut rng = rng(303);
+    let n = 530_000;
+    let logits = tricky_logits(&mut rng, n);
+    let logits_buf = gpu.storage_from("logits", &logits).unwrap();
+    let out = poisoned_entries(64);
+    let mut op = TopK::new(gpu, &logits_buf, &out, n as u32, 64).unwrap();
+    for k in [64usize, 5] {
+        op.set_k(gpu, k as u32).unwrap();
+        gpu.run("topk", &op.dispatches()).unwrap();
+        assert_eq!(
+            read_entries(&out, k),
+            expected_top_k(&logits, k),
+            "top-{k} of {n} logits"
+        );
+    }
 }
 
 #[test]
