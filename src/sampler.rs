@@ -23,7 +23,7 @@
 //! sampler's `top_k`, except that a penalised candidate could fall below a
 //! token that was not read back.
 
-use crate::cpu::sampling::{NONE, argmax, top_k_of};
+use crate::cpu::sampling::{NONE, best_of, top_k_of};
 
 /// How to sample. `Default` is greedy.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -100,7 +100,7 @@ impl Sampler {
         let penalty = self.penalty();
         if penalty == 1.0 {
             let pairs = logits.iter().enumerate().map(|(id, &v)| (id as u32, v));
-            return self.sample_pairs(pairs, logits.len());
+            return self.sample_pairs(pairs);
         }
         // Only the few recent tokens change; patch them into a copy.
         let mut penalised = logits.to_vec();
@@ -110,7 +110,7 @@ impl Sampler {
             }
         }
         let pairs = penalised.iter().enumerate().map(|(id, &v)| (id as u32, v));
-        self.sample_pairs(pairs, logits.len())
+        self.sample_pairs(pairs)
     }
 
     /// The next token from (id, logit) candidates, e.g. the GPU top-k read
@@ -128,7 +128,7 @@ impl Sampler {
                     (id, v)
                 }
             });
-        self.sample_pairs(pairs, candidates.len())
+        self.sample_pairs(pairs)
     }
 
     fn penalty(&self) -> f32 {
@@ -142,14 +142,12 @@ impl Sampler {
     }
 
     /// Steps 2..5 of the module doc on penalised (id, logit) pairs.
-    fn sample_pairs(&mut self, pairs: impl Iterator<Item = (u32, f32)>, count: usize) -> u32 {
+    fn sample_pairs(&mut self, pairs: impl Iterator<Item = (u32, f32)>) -> u32 {
         if self.greedy() || self.config.top_k == 1 {
-            let pairs: Vec<(u32, f32)> = pairs.collect();
-            let values: Vec<f32> = pairs.iter().map(|p| p.1).collect();
-            return argmax(&values).map_or(NONE, |i| pairs[i as usize].0);
+            return best_of(pairs).map_or(NONE, |(id, _)| id);
         }
         let keep = if self.config.top_k == 0 {
-            count
+            usize::MAX
         } else {
             self.config.top_k
         };
@@ -206,6 +204,7 @@ fn penalise(logit: f32, penalty: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::sampling::argmax;
 
     fn random_logits(seed: u64, n: usize) -> Vec<f32> {
         let mut rng = SplitMix64 { state: seed };

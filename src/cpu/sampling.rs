@@ -21,17 +21,15 @@ pub fn pick_order(a: &(u32, f32), b: &(u32, f32)) -> Ordering {
 /// Index of the largest value (lowest index among equals), or `None` if
 /// `logits` is empty or all NaN.
 pub fn argmax(logits: &[f32]) -> Option<u32> {
-    let mut best: Option<(u32, f32)> = None;
-    for (i, &v) in logits.iter().enumerate() {
-        if v.is_nan() {
-            continue;
-        }
-        let here = (i as u32, v);
-        if best.is_none_or(|b| pick_order(&here, &b) == Ordering::Less) {
-            best = Some(here);
-        }
-    }
-    best.map(|(i, _)| i)
+    best_of(logits.iter().enumerate().map(|(i, &v)| (i as u32, v))).map(|(i, _)| i)
+}
+
+/// The best (id, value) pair by [`pick_order`], NaN values skipped.
+pub fn best_of(pairs: impl IntoIterator<Item = (u32, f32)>) -> Option<(u32, f32)> {
+    pairs
+        .into_iter()
+        .filter(|(_, v)| !v.is_nan())
+        .min_by(pick_order)
 }
 
 /// The `k` largest (id, value) pairs, best first (see [`pick_order`]).

@@ -18,6 +18,7 @@ pub const TOPK_MAX_K: u32 = 64;
 /// The id written where there is no answer; see [`crate::cpu::sampling::NONE`].
 pub const NONE: u32 = crate::cpu::sampling::NONE;
 
+/// The uniform of both shaders (argmax.wgsl has padding where `k` is).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -96,7 +97,7 @@ impl Argmax {
             &Params {
                 n,
                 offset: 0,
-                k: 1,
+                k: 0,
                 _pad: 0,
             },
         )?;
@@ -129,7 +130,7 @@ impl Argmax {
         let p = Params {
             n,
             offset,
-            k: 1,
+            k: 0,
             _pad: 0,
         };
         gpu.write(&self.params, 0, bytemuck::bytes_of(&p));
