@@ -8,6 +8,7 @@ pub mod gpu;
 pub mod loader;
 pub mod model;
 pub mod ops;
+pub mod sampler;
 pub mod shaders;
 
 pub use error::{Error, Result};
