@@ -109,3 +109,14 @@ fn bad_input_is_a_clear_error() {
     assert!(model.forward(gpu(), &[]).is_err());
     assert!(model.logits(gpu()).is_err(), "no logits before a forward");
 }
+
+#[test]
+fn gpu_argmax_equals_the_argmax_of_the_logits() {
+    let weights = tiny(Architecture::Llama, 13);
+    let mut model = Model::load(gpu(), &weights, ModelOptions { max_context: 32, ..Default::default() }).unwrap();
+    for t in [&TOKENS[..3], &TOKENS[3..4], &TOKENS[4..9]] {
+        model.forward(gpu(), t).unwrap();
+        let logits = model.logits(gpu()).unwrap();
+        assert_eq!(model.argmax(gpu()).unwrap() as usize, argmax(&logits));
+    }
+}

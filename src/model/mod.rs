@@ -33,6 +33,7 @@ use crate::ops::embedding::Embedding;
 use crate::ops::matmul::{DenseWeight, Matmul};
 use crate::ops::rope::{Rope, RopeTable};
 use crate::ops::ternary::{Int8Activations, QuantizeInt8, TernaryMatmul, TernaryWeight};
+use crate::ops::sampling::Argmax;
 use crate::ops::RmsNorm;
 
 /// How the GPU model is sized.
@@ -134,6 +135,7 @@ struct Activations {
     last: GpuBuffer,      // [1][hidden], the last token's residual
     final_x: GpuBuffer,   // [logit rows][hidden]
     logits: GpuBuffer,    // [logit rows][vocab]
+    next_token: GpuBuffer, // u32 [1], argmax of the last logits row
     /// Int8 activations by input width (hidden, q_dim, intermediate), for ternary models.
     x8_hidden: Option<Int8Activations>,
     x8_q: Option<Int8Activations>,
@@ -227,6 +229,8 @@ pub struct Model {
     layers: Vec<Layer>,
     final_norm: RmsNorm,
     lm_head: Matmul,
+    /// Greedy pick on the GPU, so greedy decoding reads back 4 bytes, not the logits.
+    argmax: Argmax,
     _rope_table: RopeTable,
     _final_norm_weight: GpuBuffer,
     /// Tokens already in the KV cache.
@@ -273,6 +277,7 @@ impl Model {
             last: f32s("last", hidden)?,
             final_x: f32s("final_x", logit_rows * hidden)?,
             logits: f32s("logits", logit_rows * vocab)?,
+            next_token: gpu.storage("next_token", 4)?,
             x8_hidden: x8("x8_hidden", hidden)?,
             x8_q: x8("x8_q", q_dim)?,
             x8_mlp: x8("x8_mlp", inter)?,
@@ -342,6 +347,7 @@ impl Model {
             None => embed,
         };
         let lm_head = Matmul::new(gpu, &lm_head_weight, &act.final_x, &act.logits, logit_rows)?;
+        let argmax = Argmax::new(gpu, &act.logits, &act.next_token, vocab)?;
         gpu.take_error()?;
         Ok(Model {
             config: c,
@@ -352,6 +358,7 @@ impl Model {
             layers,
             final_norm,
             lm_head,
+            argmax,
             _rope_table: rope_table,
             _final_norm_weight: final_norm_weight,
             position: 0,
@@ -404,6 +411,8 @@ impl Model {
         let logit_rows = if self.options.all_logits { rows } else { 1 };
         self.final_norm.set_rows(gpu, logit_rows)?;
         self.lm_head.set_rows(gpu, logit_rows)?;
+        let vocab = self.config.vocab_size as u32;
+        self.argmax.set_range(gpu, (logit_rows - 1) * vocab, vocab)?;
 
         let mut encoder = gpu.encoder("forward");
         let mut body: Vec<&Dispatch> = self.embedding.dispatches().iter().collect();
@@ -417,6 +426,7 @@ impl Model {
         }
         let mut head: Vec<&Dispatch> = vec![&self.final_norm.dispatch];
         head.extend(self.lm_head.dispatches());
+        head.extend(self.argmax.dispatches());
         gpu.record(&mut encoder, "lm_head", &head);
         gpu.submit(encoder)?;
         self.position += rows;
@@ -429,6 +439,15 @@ impl Model {
         let mut all = self.step_logits(gpu)?;
         let vocab = self.config.vocab_size;
         Ok(all.split_off(all.len() - vocab))
+    }
+
+    /// The highest-logit token of the last position (ties to the lower id),
+    /// computed on the GPU during the step.
+    pub fn argmax(&self, gpu: &Gpu) -> Result<u32> {
+        if self.logit_rows == 0 {
+            return Err(Error::Invalid("no logits yet: run forward first".into()));
+        }
+        Ok(gpu.read::<u32>(&self.act.next_token)?[0])
     }
 
     /// Logits of every row the last step computed (`[rows][vocab]`; one row
