@@ -3,6 +3,8 @@
 //! attention. See ARCHITECTURE.md for what lives where.
 
 pub mod cpu;
+pub mod engine;
+pub mod hub;
 pub mod error;
 pub mod gpu;
 pub mod loader;

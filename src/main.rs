@@ -1,7 +1,12 @@
 //! The `deltallm` command line.
 
 use clap::{Args, Parser, Subcommand};
+use deltallm::chat::Message;
+use deltallm::engine::{Engine, GenerateOptions, ModelFiles};
 use deltallm::gpu::{self, BackendChoice, GpuOptions};
+use deltallm::model::ModelOptions;
+use deltallm::sampler::SamplerConfig;
+use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -41,8 +46,124 @@ impl GpuArgs {
     }
 }
 
+/// Which model and how to size it.
+#[derive(Args, Clone, Debug)]
+struct ModelArgs {
+    /// A .gguf file, a folder with config.json + *.safetensors + tokenizer.json,
+    /// or a Hugging Face repo id (e.g. microsoft/bitnet-b1.58-2B-4T).
+    #[arg(short, long)]
+    model: String,
+    /// KV-cache length in tokens (default: the model's maximum, at most 4096).
+    #[arg(long, default_value_t = 0)]
+    context: u32,
+    /// Tokens per prefill step.
+    #[arg(long, default_value_t = 64)]
+    prefill_chunk: u32,
+}
+
+/// The input: text or token ids.
+#[derive(Args, Clone, Debug)]
+#[group(required = true, multiple = false)]
+struct PromptArgs {
+    /// Prompt text.
+    #[arg(short, long)]
+    prompt: Option<String>,
+    /// Prompt as comma-separated token ids (no BOS is added).
+    #[arg(long, value_delimiter = ',')]
+    tokens: Option<Vec<u32>>,
+}
+
+/// Sampling settings (greedy unless a temperature is given).
+#[derive(Args, Clone, Debug)]
+struct SamplingArgs {
+    /// Always take the most likely token (the default).
+    #[arg(long, conflicts_with = "temperature")]
+    greedy: bool,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Sample only among the K most likely tokens (0 = all).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Sample only among the smallest set of tokens whose probability reaches P.
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Penalise tokens already in the prompt or output (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Random seed; the same seed gives the same tokens.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl SamplingArgs {
+    fn config(&self) -> SamplerConfig {
+        SamplerConfig {
+            temperature: if self.greedy { 0.0 } else { self.temperature.unwrap_or(0.0) },
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Generate text from a prompt, streaming it to stdout; prefill and
+    /// decode speed go to stderr.
+    Run {
+        #[command(flatten)]
+        gpu: GpuArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        prompt: PromptArgs,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+        /// Most tokens to generate.
+        #[arg(long, default_value_t = 128)]
+        max_tokens: usize,
+        /// Wrap the prompt in the model's chat template.
+        #[arg(long)]
+        chat: bool,
+        /// Print one JSON object {"prompt_tokens", "tokens", "text"} instead of streaming.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Chat interactively with the model's chat template.
+    Chat {
+        #[command(flatten)]
+        gpu: GpuArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+        /// Most tokens per reply.
+        #[arg(long, default_value_t = 512)]
+        max_tokens: usize,
+        /// A system message to start the conversation with.
+        #[arg(long)]
+        system: Option<String>,
+    },
+    /// Print the logits of the last position (or the top K of every position) as JSON.
+    Logits {
+        #[command(flatten)]
+        gpu: GpuArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        prompt: PromptArgs,
+        /// Print JSON (the only output format; accepted for clarity).
+        #[arg(long)]
+        json: bool,
+        /// With --all-positions: how many (id, logit) pairs per position.
+        #[arg(long, default_value_t = 10)]
+        top_k: usize,
+        /// One entry per input position with its top K, instead of the full last row.
+        #[arg(long)]
+        all_positions: bool,
+    },
     /// List GPU adapters with their backend, driver, limits and features,
     /// and show which one deltallm would use.
     Info {
@@ -59,6 +180,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { gpu, all_limits } => info(&gpu, all_limits),
+        Command::Run { gpu, model, prompt, sampling, max_tokens, chat, json } => {
+            run(&gpu, &model, &prompt, &sampling, max_tokens, chat, json)
+        }
+        Command::Chat { gpu, model, sampling, max_tokens, system } => chat(&gpu, &model, &sampling, max_tokens, system),
+        Command::Logits { gpu, model, prompt, json: _, top_k, all_positions } => {
+            logits(&gpu, &model, &prompt, top_k, all_positions)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -134,4 +262,137 @@ fn info(args: &GpuArgs, all_limits: bool) -> anyhow::Result<()> {
         }
         .into()),
     }
+}
+
+fn load_engine(gpu: &GpuArgs, model: &ModelArgs, all_logits: bool) -> anyhow::Result<Engine> {
+    let path = deltallm::hub::resolve(&model.model)?;
+    let start = std::time::Instant::now();
+    eprint!("loading {} ... ", path.display());
+    let files = ModelFiles::load(&path)?;
+    let gpu = deltallm::Gpu::new_blocking(&gpu.options())?;
+    let options = ModelOptions { max_context: model.context, prefill_chunk: model.prefill_chunk, all_logits };
+    let engine = Engine::new(gpu, files, options)?;
+    eprintln!(
+        "{:?}, {} layers, on {} ({:?}) in {:.1} s",
+        engine.model.config.architecture,
+        engine.model.config.num_hidden_layers,
+        engine.gpu.info.name,
+        engine.gpu.info.backend,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(engine)
+}
+
+fn prompt_tokens(engine: &Engine, prompt: &PromptArgs, chat: bool) -> anyhow::Result<Vec<u32>> {
+    Ok(match (&prompt.tokens, &prompt.prompt) {
+        (Some(ids), _) => ids.clone(),
+        (None, Some(text)) if chat => engine.encode_chat(&[Message::user(text.clone())])?,
+        (None, Some(text)) => engine.encode(text)?,
+        (None, None) => anyhow::bail!("give a prompt with -p TEXT or --tokens 1,2,3"),
+    })
+}
+
+fn run(
+    gpu: &GpuArgs,
+    model: &ModelArgs,
+    prompt: &PromptArgs,
+    sampling: &SamplingArgs,
+    max_tokens: usize,
+    chat: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut engine = load_engine(gpu, model, false)?;
+    let ids = prompt_tokens(&engine, prompt, chat)?;
+    let mut options: GenerateOptions = engine.default_options(max_tokens);
+    options.sampler = sampling.config();
+    let tokenizer = engine.tokenizer.clone();
+    let mut stream = tokenizer.as_ref().map(|t| t.stream(true));
+    let mut stdout = std::io::stdout();
+    let generation = engine.generate(&ids, &options, |id| {
+        if !json {
+            match &mut stream {
+                Some(s) => write!(stdout, "{}", s.push(id)?).ok(),
+                None => write!(stdout, "{id} ").ok(),
+            };
+            stdout.flush().ok();
+        }
+        Ok(())
+    })?;
+    let text = match &tokenizer {
+        Some(t) => t.decode_with(&generation.tokens, true)?,
+        None => String::new(),
+    };
+    if json {
+        let object = serde_json::json!({
+            "prompt_tokens": generation.prompt_tokens,
+            "tokens": generation.tokens,
+            "text": text,
+        });
+        println!("{object}");
+    } else {
+        if let Some(s) = &mut stream {
+            write!(stdout, "{}", s.finish()?)?;
+        }
+        writeln!(stdout)?;
+    }
+    eprintln!(
+        "prefill: {} tokens, {:.2} tok/s | decode: {} tokens, {:.2} tok/s",
+        generation.prompt_tokens.len(),
+        generation.prefill_tokens_per_second(),
+        generation.tokens.len(),
+        generation.decode_tokens_per_second()
+    );
+    Ok(())
+}
+
+fn chat(gpu: &GpuArgs, model: &ModelArgs, sampling: &SamplingArgs, max_tokens: usize, system: Option<String>) -> anyhow::Result<()> {
+    let mut engine = load_engine(gpu, model, false)?;
+    let tokenizer = engine.tokenizer()?.clone();
+    let mut messages: Vec<Message> = system.into_iter().map(Message::system).collect();
+    let mut options = engine.default_options(max_tokens);
+    options.sampler = sampling.config();
+    eprintln!("type a message and press Enter; an empty line or Ctrl-D ends the chat");
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            return Ok(());
+        }
+        messages.push(Message::user(line.trim_end().to_string()));
+        let ids = engine.encode_chat(&messages)?;
+        let mut stream = tokenizer.stream(true);
+        let mut stdout = std::io::stdout();
+        let generation = engine.generate(&ids, &options, |id| {
+            write!(stdout, "{}", stream.push(id)?).ok();
+            stdout.flush().ok();
+            Ok(())
+        })?;
+        writeln!(stdout, "{}", stream.finish()?)?;
+        eprintln!("[{:.1} tok/s]", generation.decode_tokens_per_second());
+        messages.push(Message::assistant(tokenizer.decode_with(&generation.tokens, true)?));
+        options.sampler.seed = options.sampler.seed.wrapping_add(1);
+    }
+}
+
+fn logits(gpu: &GpuArgs, model: &ModelArgs, prompt: &PromptArgs, top_k: usize, all_positions: bool) -> anyhow::Result<()> {
+    let mut engine = load_engine(gpu, model, all_positions)?;
+    let ids = prompt_tokens(&engine, prompt, false)?;
+    let vocab = engine.model.config.vocab_size;
+    if all_positions {
+        let all = engine.model.forward_all(&engine.gpu, &ids)?;
+        let positions: Vec<serde_json::Value> = all
+            .chunks(vocab)
+            .map(|row| {
+                let top = deltallm::cpu::sampling::top_k(row, top_k.max(1));
+                serde_json::json!({ "top": top.iter().map(|(id, v)| serde_json::json!([id, v])).collect::<Vec<_>>() })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "tokens": ids, "positions": positions }));
+    } else {
+        engine.model.forward(&engine.gpu, &ids)?;
+        let logits = engine.model.logits(&engine.gpu)?;
+        println!("{}", serde_json::json!({ "tokens": ids, "logits": logits }));
+    }
+    Ok(())
 }

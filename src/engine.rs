@@ -1,0 +1,241 @@
+//! The user-facing engine: a model on a GPU with its tokenizer and chat
+//! template, and the generation loop (prefill, then one decode step per
+//! token, greedy on the GPU or sampled on the CPU).
+
+use crate::chat::{ChatTemplate, Message};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::loader::gguf::Gguf;
+use crate::model::{Model, ModelOptions, ModelWeights};
+use crate::sampler::{Sampler, SamplerConfig};
+use crate::tokenizer::{GgufVocab, Tokenizer};
+use std::path::Path;
+
+/// Everything read from a model's files, before the GPU is involved.
+pub struct ModelFiles {
+    pub weights: ModelWeights,
+    pub tokenizer: Option<Tokenizer>,
+    pub chat_template: Option<ChatTemplate>,
+}
+
+impl ModelFiles {
+    /// Load a `.gguf` file or a Hugging Face folder (config.json,
+    /// safetensors, tokenizer.json, tokenizer_config.json).
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            let weights = ModelWeights::from_hf_dir(path)?;
+            let tokenizer_path = path.join("tokenizer.json");
+            let tokenizer = if tokenizer_path.exists() {
+                Some(Tokenizer::from_file(&tokenizer_path)?.with_special_ids(weights.config.bos_token_id, weights.config.stop_token_ids.clone()))
+            } else {
+                log::warn!("{}: no tokenizer.json; only --tokens input will work", path.display());
+                None
+            };
+            let config_path = path.join("tokenizer_config.json");
+            let chat_template = match std::fs::read_to_string(&config_path) {
+                Ok(json) => match ChatTemplate::from_tokenizer_config(&json) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        log::warn!("{}: {e}; using a built-in chat template", config_path.display());
+                        None
+                    }
+                },
+                Err(_) => None,
+            };
+            Ok(ModelFiles { weights, tokenizer, chat_template })
+        } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+            let gguf = Gguf::open(path)?;
+            let weights = ModelWeights::from_gguf(&gguf)?;
+            let tokenizer = tokenizer_from_gguf(&gguf)?;
+            let chat_template = match (gguf.opt_str("tokenizer.chat_template")?, &tokenizer) {
+                (Some(source), Some(tok)) => {
+                    let name = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
+                    let eos = tok.stop_ids().first().copied();
+                    Some(ChatTemplate::from_gguf(source, &name(tok.bos_id()), &name(eos))?)
+                }
+                _ => None,
+            };
+            Ok(ModelFiles { weights, tokenizer, chat_template })
+        } else {
+            // ModelWeights::load gives the right message for the other cases.
+            ModelWeights::load(path).map(|weights| ModelFiles { weights, tokenizer: None, chat_template: None })
+        }
+    }
+}
+
+/// The tokenizer described by a GGUF's `tokenizer.ggml.*` keys, if any.
+pub fn tokenizer_from_gguf(g: &Gguf) -> Result<Option<Tokenizer>> {
+    let Some(model) = g.opt_str("tokenizer.ggml.model")? else {
+        return Ok(None);
+    };
+    let u32_key = |key: &str| -> Result<Option<u32>> { Ok(g.opt_u64(key)?.map(|v| v as u32)) };
+    let vocab = GgufVocab {
+        model: model.to_string(),
+        pre: g.opt_str("tokenizer.ggml.pre")?.map(str::to_string),
+        tokens: g.get_str_array("tokenizer.ggml.tokens")?.to_vec(),
+        merges: if g.contains_key("tokenizer.ggml.merges") { g.get_str_array("tokenizer.ggml.merges")?.to_vec() } else { Vec::new() },
+        token_types: if g.contains_key("tokenizer.ggml.token_type") {
+            Some(g.get_i64_array("tokenizer.ggml.token_type")?.into_iter().map(|v| v as i32).collect())
+        } else {
+            None
+        },
+        bos_id: u32_key("tokenizer.ggml.bos_token_id")?,
+        eos_id: u32_key("tokenizer.ggml.eos_token_id")?,
+        add_bos: if g.contains_key("tokenizer.ggml.add_bos_token") { Some(g.get_bool("tokenizer.ggml.add_bos_token")?) } else { None },
+    };
+    Ok(Some(Tokenizer::from_gguf_parts(vocab)?))
+}
+
+/// How a generation runs.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    /// Tokens that end the generation (the model's stop ids by default).
+    pub stop_tokens: Vec<u32>,
+}
+
+/// What a generation produced, with timings.
+#[derive(Clone, Debug, Default)]
+pub struct Generation {
+    pub prompt_tokens: Vec<u32>,
+    pub tokens: Vec<u32>,
+    pub prefill_seconds: f64,
+    pub decode_seconds: f64,
+    /// The generation ended on a stop token (not on max_tokens).
+    pub stopped: bool,
+}
+
+impl Generation {
+    pub fn prefill_tokens_per_second(&self) -> f64 {
+        self.prompt_tokens.len() as f64 / self.prefill_seconds.max(1e-9)
+    }
+
+    /// Decode speed over the tokens after the first (the first comes from the prefill).
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        self.tokens.len().saturating_sub(1) as f64 / self.decode_seconds.max(1e-9)
+    }
+}
+
+/// A model on a GPU with its tokenizer and chat template.
+pub struct Engine {
+    pub gpu: Gpu,
+    pub model: Model,
+    pub tokenizer: Option<Tokenizer>,
+    pub chat_template: Option<ChatTemplate>,
+}
+
+fn now() -> web_time::Instant {
+    web_time::Instant::now()
+}
+
+impl Engine {
+    pub fn new(gpu: Gpu, files: ModelFiles, options: ModelOptions) -> Result<Self> {
+        let model = Model::load(&gpu, &files.weights, options)?;
+        Ok(Engine { gpu, model, tokenizer: files.tokenizer, chat_template: files.chat_template })
+    }
+
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("this model has no tokenizer; pass token ids with --tokens".into()))
+    }
+
+    /// Token ids of `text` (with BOS when the tokenizer adds one).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer()?.encode(text, true)
+    }
+
+    /// The prompt text for a chat, from the model's template or a built-in one.
+    pub fn chat_prompt(&self, messages: &[Message]) -> Result<String> {
+        let template = match &self.chat_template {
+            Some(t) => t.clone(),
+            None => match self.model.config.architecture {
+                crate::loader::config::Architecture::BitNet => ChatTemplate::bitnet(),
+                crate::loader::config::Architecture::Llama => ChatTemplate::llama3(),
+            },
+        };
+        template.render(messages, true)
+    }
+
+    /// Token ids of a chat prompt. The template writes BOS itself, so none is added.
+    pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        let text = self.chat_prompt(messages)?;
+        self.tokenizer()?.encode(&text, false)
+    }
+
+    /// Default options: greedy, the model's stop tokens.
+    pub fn default_options(&self, max_tokens: usize) -> GenerateOptions {
+        let mut stop_tokens = self.model.config.stop_token_ids.clone();
+        if let Some(t) = &self.tokenizer {
+            stop_tokens.extend(t.stop_ids());
+        }
+        stop_tokens.sort_unstable();
+        stop_tokens.dedup();
+        GenerateOptions { max_tokens, sampler: SamplerConfig::default(), stop_tokens }
+    }
+
+    /// Generate after `prompt` from an empty cache, calling `on_token` with
+    /// each new id as soon as it is known (return an error to stop early).
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        options: &GenerateOptions,
+        mut on_token: impl FnMut(u32) -> Result<()>,
+    ) -> Result<Generation> {
+        if prompt.is_empty() {
+            return Err(Error::Invalid("the prompt is empty".into()));
+        }
+        let needed = prompt.len() + options.max_tokens.saturating_sub(1);
+        if needed > self.model.max_context as usize {
+            return Err(Error::Invalid(format!(
+                "the prompt ({} tokens) plus --max-tokens {} needs {needed} positions but the context holds {}",
+                prompt.len(),
+                options.max_tokens,
+                self.model.max_context
+            )));
+        }
+        let mut sampler = Sampler::new(options.sampler.clone());
+        let greedy = options.sampler.temperature <= 0.0 && options.sampler.repetition_penalty == 1.0;
+        let mut generation = Generation { prompt_tokens: prompt.to_vec(), ..Default::default() };
+        let mut history: Vec<u32> = prompt.to_vec();
+        self.model.reset();
+
+        let start = now();
+        self.model.forward(&self.gpu, prompt)?;
+        let mut next = self.pick(&mut sampler, greedy, &history)?;
+        generation.prefill_seconds = start.elapsed().as_secs_f64();
+
+        let start = now();
+        while generation.tokens.len() < options.max_tokens {
+            generation.tokens.push(next);
+            history.push(next);
+            on_token(next)?;
+            if options.stop_tokens.contains(&next) {
+                generation.stopped = true;
+                break;
+            }
+            if generation.tokens.len() == options.max_tokens {
+                break;
+            }
+            self.model.forward(&self.gpu, &[next])?;
+            next = self.pick(&mut sampler, greedy, &history)?;
+        }
+        generation.decode_seconds = start.elapsed().as_secs_f64();
+        Ok(generation)
+    }
+
+    fn pick(&self, sampler: &mut Sampler, greedy: bool, history: &[u32]) -> Result<u32> {
+        if greedy {
+            self.model.argmax(&self.gpu)
+        } else {
+            let logits = self.model.logits(&self.gpu)?;
+            let id = sampler.sample(&logits, history);
+            if id == crate::ops::sampling::NONE {
+                return Err(Error::Invalid("every logit is NaN; the model produced garbage".into()));
+            }
+            Ok(id)
+        }
+    }
+}
