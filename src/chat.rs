@@ -61,7 +61,7 @@ impl Message {
     }
 
     fn to_value(&self) -> Value {
-        Value::from_iter([
+        Value::from_pairs([
             ("role", Value::from(self.role.as_str())),
             ("content", Value::from(self.content.as_str())),
         ])
@@ -208,7 +208,7 @@ impl ChatTemplate {
         let messages: Vec<Value> = messages.iter().map(Message::to_value).collect();
         // Hugging Face passes `tools` and `documents` as None when unused;
         // templates test `tools is not none`, which undefined would pass.
-        let context = Value::from_iter([
+        let context = Value::from_pairs([
             ("messages", Value::from(messages)),
             ("add_generation_prompt", Value::from(add_generation_prompt)),
             ("bos_token", Value::from(self.bos_token.as_str())),
