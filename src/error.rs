@@ -30,7 +30,9 @@ pub enum Error {
         hint: &'static str,
     },
 
-    #[error("the adapter lacks the feature '{feature}' needed for {needed_for}; run without it (e.g. --portable) or use another adapter")]
+    #[error(
+        "the adapter lacks the feature '{feature}' needed for {needed_for}; run without it (e.g. --portable) or use another adapter"
+    )]
     MissingFeature {
         feature: &'static str,
         needed_for: &'static str,
@@ -39,7 +41,9 @@ pub enum Error {
     #[error("GPU validation error in {context}: {message}")]
     Validation { context: String, message: String },
 
-    #[error("GPU out of memory in {context}: {message}. Try a smaller model or context, or another adapter")]
+    #[error(
+        "GPU out of memory in {context}: {message}. Try a smaller model or context, or another adapter"
+    )]
     OutOfMemory { context: String, message: String },
 
     #[error("the GPU device was lost ({reason}); restart the program")]
@@ -57,6 +61,12 @@ pub enum Error {
         stage: &'static str,
         message: String,
     },
+
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
 
     #[error("{0}")]
     Invalid(String),

@@ -2,6 +2,7 @@
 //! for ternary BitNet b1.58 matrix products and DeltaLLM's delta-key hybrid
 //! attention. See ARCHITECTURE.md for what lives where.
 
+pub mod chat;
 pub mod cpu;
 pub mod engine;
 pub mod hub;
@@ -12,6 +13,9 @@ pub mod model;
 pub mod ops;
 pub mod sampler;
 pub mod shaders;
+pub mod tokenizer;
 
+pub use chat::{ChatTemplate, Message};
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
+pub use tokenizer::{GgufVocab, TokenStream, Tokenizer};

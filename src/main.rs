@@ -40,7 +40,10 @@ impl GpuArgs {
     fn options(&self) -> GpuOptions {
         GpuOptions {
             backend: self.backend,
-            adapter_filter: self.adapter.clone().or_else(|| std::env::var("DELTALLM_ADAPTER").ok()),
+            adapter_filter: self
+                .adapter
+                .clone()
+                .or_else(|| std::env::var("DELTALLM_ADAPTER").ok()),
             portable: self.portable,
         }
     }
@@ -176,7 +179,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,wgpu_hal::gles=off")).init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,wgpu_hal::gles=off"),
+    )
+    .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { gpu, all_limits } => info(&gpu, all_limits),
@@ -201,15 +207,25 @@ fn info(args: &GpuArgs, all_limits: bool) -> anyhow::Result<()> {
     let options = args.options();
     let adapters = pollster::block_on(gpu::list_adapters(options.backend));
     if adapters.is_empty() {
-        return Err(deltallm::Error::NoAdapter { filter: String::new() }.into());
+        return Err(deltallm::Error::NoAdapter {
+            filter: String::new(),
+        }
+        .into());
     }
     let chosen = gpu::choose_adapter(&adapters, options.adapter_filter.as_deref());
     for (i, a) in adapters.iter().enumerate() {
-        let mark = if Some(i) == chosen { "  <- deltallm uses this one" } else { "" };
+        let mark = if Some(i) == chosen {
+            "  <- deltallm uses this one"
+        } else {
+            ""
+        };
         println!("[{i}] {}{mark}", a.info.name);
         println!("    backend:     {:?}", a.info.backend);
         println!("    device type: {:?}", a.info.device_type);
-        println!("    vendor/device: {:#06x}/{:#06x}", a.info.vendor, a.info.device);
+        println!(
+            "    vendor/device: {:#06x}/{:#06x}",
+            a.info.vendor, a.info.device
+        );
         println!("    driver:      {} {}", a.info.driver, a.info.driver_info);
         let features = [
             ("shader-f16", wgpu::Features::SHADER_F16),
@@ -218,7 +234,12 @@ fn info(args: &GpuArgs, all_limits: bool) -> anyhow::Result<()> {
         ];
         let names: Vec<String> = features
             .iter()
-            .map(|(name, f)| format!("{name}={}", if a.features.contains(*f) { "yes" } else { "no" }))
+            .map(|(name, f)| {
+                format!(
+                    "{name}={}",
+                    if a.features.contains(*f) { "yes" } else { "no" }
+                )
+            })
             .collect();
         println!("    features:    {}", names.join(" "));
         let l = &a.limits;
@@ -253,7 +274,12 @@ fn info(args: &GpuArgs, all_limits: bool) -> anyhow::Result<()> {
             let gpu = deltallm::Gpu::new_blocking(&options)?;
             println!(
                 "\nopened: {} ({:?}), portable={}, using shader-f16={} subgroups={} timestamps={}",
-                gpu.info.name, gpu.info.backend, gpu.portable, gpu.caps.shader_f16, gpu.caps.subgroups, gpu.caps.timestamps
+                gpu.info.name,
+                gpu.info.backend,
+                gpu.portable,
+                gpu.caps.shader_f16,
+                gpu.caps.subgroups,
+                gpu.caps.timestamps
             );
             Ok(())
         }

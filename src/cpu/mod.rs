@@ -3,11 +3,11 @@
 //! GPU kernels must compute, and the tests compare against them.
 
 pub mod model;
-pub mod rmsnorm;
 pub mod attention;
 pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
+pub mod rmsnorm;
 pub mod rope;
 pub mod sampling;
 pub mod ternary;

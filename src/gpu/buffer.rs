@@ -34,9 +34,15 @@ impl Gpu {
             " (split the data into several buffers)"
         };
         let (limit, what) = if uniform {
-            (self.limits.max_uniform_buffer_binding_size as u64, "uniform binding")
+            (
+                self.limits.max_uniform_buffer_binding_size as u64,
+                "uniform binding",
+            )
         } else {
-            (self.limits.max_storage_buffer_binding_size as u64, "storage binding")
+            (
+                self.limits.max_storage_buffer_binding_size as u64,
+                "storage binding",
+            )
         };
         if size > limit {
             return Err(Error::BufferTooLarge {
@@ -59,7 +65,13 @@ impl Gpu {
         Ok(())
     }
 
-    fn create(&self, label: &str, size: u64, usage: wgpu::BufferUsages, uniform: bool) -> Result<GpuBuffer> {
+    fn create(
+        &self,
+        label: &str,
+        size: u64,
+        usage: wgpu::BufferUsages,
+        uniform: bool,
+    ) -> Result<GpuBuffer> {
         // Zero-sized bindings are invalid; keep at least one word.
         let size = align4(size.max(4));
         self.check_size(label, size, uniform)?;
@@ -71,7 +83,10 @@ impl Gpu {
             mapped_at_creation: false,
         });
         if let Some(e) = pollster_free_pop(scope) {
-            return Err(super::convert_wgpu_error(&format!("creating buffer '{label}'"), e));
+            return Err(super::convert_wgpu_error(
+                &format!("creating buffer '{label}'"),
+                e,
+            ));
         }
         Ok(GpuBuffer {
             buffer: Arc::new(buffer),
@@ -85,7 +100,9 @@ impl Gpu {
         self.create(
             label,
             size,
-            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
             false,
         )
     }
@@ -158,7 +175,9 @@ impl Gpu {
         let bytes = readback.bytes().await?;
         self.take_error()?;
         let n = bytes.len() / std::mem::size_of::<T>();
-        Ok(bytemuck::pod_collect_to_vec(&bytes[..n * std::mem::size_of::<T>()]))
+        Ok(bytemuck::pod_collect_to_vec(
+            &bytes[..n * std::mem::size_of::<T>()],
+        ))
     }
 
     /// Blocking read for native code.
@@ -185,10 +204,17 @@ impl Readback {
         match self.receiver.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(failed(e.to_string())),
-            Err(_) => return Err(failed("the mapping callback never ran (device lost?)".into())),
+            Err(_) => {
+                return Err(failed(
+                    "the mapping callback never ran (device lost?)".into(),
+                ));
+            }
         }
         let bytes = {
-            let view = self.staging.get_mapped_range(..).map_err(|e| failed(e.to_string()))?;
+            let view = self
+                .staging
+                .get_mapped_range(..)
+                .map_err(|e| failed(e.to_string()))?;
             view.to_vec()
         };
         self.staging.unmap();

@@ -62,7 +62,9 @@ impl GpuOptions {
     /// `WGPU_BACKEND`, `DELTALLM_ADAPTER` (name filter), `DELTALLM_PORTABLE=1`.
     pub fn from_env() -> Self {
         let portable = std::env::var("DELTALLM_PORTABLE").is_ok_and(|v| v != "0" && !v.is_empty());
-        let adapter_filter = std::env::var("DELTALLM_ADAPTER").ok().filter(|s| !s.is_empty());
+        let adapter_filter = std::env::var("DELTALLM_ADAPTER")
+            .ok()
+            .filter(|s| !s.is_empty());
         GpuOptions {
             backend: BackendChoice::Auto,
             adapter_filter,
@@ -184,7 +186,12 @@ pub fn choose_adapter(adapters: &[AdapterSummary], filter: Option<&str>) -> Opti
             None => true,
         })
         .filter(|(_, a)| a.info.backend != wgpu::Backend::Noop)
-        .min_by_key(|(_, a)| (backend_rank(a.info.backend), device_type_rank(a.info.device_type)))
+        .min_by_key(|(_, a)| {
+            (
+                backend_rank(a.info.backend),
+                device_type_rank(a.info.device_type),
+            )
+        })
         .map(|(i, _)| i)
 }
 
@@ -204,7 +211,10 @@ impl Gpu {
             })
             .collect();
         let adapter = match choose_adapter(&summaries, options.adapter_filter.as_deref()) {
-            Some(i) => adapters.into_iter().nth(i).expect("index from the same list"),
+            Some(i) => adapters
+                .into_iter()
+                .nth(i)
+                .expect("index from the same list"),
             // enumerate_adapters is empty on the web; ask the browser instead.
             None if options.adapter_filter.is_none() => instance
                 .request_adapter(&wgpu::RequestAdapterOptions {
@@ -212,10 +222,15 @@ impl Gpu {
                     ..Default::default()
                 })
                 .await
-                .map_err(|_| Error::NoAdapter { filter: String::new() })?,
+                .map_err(|_| Error::NoAdapter {
+                    filter: String::new(),
+                })?,
             None => {
                 return Err(Error::NoAdapter {
-                    filter: format!(" matching '{}'", options.adapter_filter.as_deref().unwrap_or("")),
+                    filter: format!(
+                        " matching '{}'",
+                        options.adapter_filter.as_deref().unwrap_or("")
+                    ),
                 });
             }
         };
@@ -324,7 +339,12 @@ impl Gpu {
     }
 
     /// Record `dispatches` into one compute pass of `encoder`.
-    pub fn record(&self, encoder: &mut wgpu::CommandEncoder, label: &str, dispatches: &[&Dispatch]) {
+    pub fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        label: &str,
+        dispatches: &[&Dispatch],
+    ) {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(label),
             timestamp_writes: None,

@@ -88,7 +88,13 @@ impl Dispatch {
 impl Gpu {
     /// The compiled pipeline for `key`, from the cache or built now.
     pub fn pipeline(&self, key: &KernelKey) -> Result<Arc<wgpu::ComputePipeline>> {
-        if let Some(p) = self.pipelines.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
+        if let Some(p) = self
+            .pipelines
+            .pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
             return Ok(p.clone());
         }
         if key.defines.contains(&"F16") && !self.caps.shader_f16 {
@@ -105,22 +111,30 @@ impl Gpu {
         }
         let source = crate::shaders::preprocessed(key.shader, &key.defines)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(key.shader),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
-        let constants: Vec<(&str, f64)> = key.constants.iter().map(|(n, b)| (*n, f64::from_bits(*b))).collect();
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(key.shader),
-            layout: None,
-            module: &module,
-            entry_point: Some(key.entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &constants,
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        });
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(key.shader),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        let constants: Vec<(&str, f64)> = key
+            .constants
+            .iter()
+            .map(|(n, b)| (*n, f64::from_bits(*b)))
+            .collect();
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(key.shader),
+                layout: None,
+                module: &module,
+                entry_point: Some(key.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
         if let Some(e) = super::buffer::pollster_free_pop(scope) {
             return Err(Error::Shader {
                 name: format!("{}::{} {:?}", key.shader, key.entry, key.defines),
@@ -143,11 +157,19 @@ impl Gpu {
     /// How many pipelines this device has compiled (a test checks that a
     /// decode step compiles none).
     pub fn pipelines_created(&self) -> usize {
-        self.pipelines.created.load(std::sync::atomic::Ordering::Relaxed)
+        self.pipelines
+            .created
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Build a dispatch binding `buffers` to bindings 0..n in order.
-    pub fn dispatch(&self, label: &str, key: &KernelKey, buffers: &[&GpuBuffer], workgroups: [u32; 3]) -> Result<Dispatch> {
+    pub fn dispatch(
+        &self,
+        label: &str,
+        key: &KernelKey,
+        buffers: &[&GpuBuffer],
+        workgroups: [u32; 3],
+    ) -> Result<Dispatch> {
         let resources = buffers.iter().map(|b| b.binding()).collect();
         self.dispatch_with(label, key, resources, workgroups)
     }
@@ -183,7 +205,10 @@ impl Gpu {
             entries: &entries,
         });
         if let Some(e) = super::buffer::pollster_free_pop(scope) {
-            return Err(super::convert_wgpu_error(&format!("binding buffers for '{label}'"), e));
+            return Err(super::convert_wgpu_error(
+                &format!("binding buffers for '{label}'"),
+                e,
+            ));
         }
         Ok(Dispatch {
             label: label.to_string(),

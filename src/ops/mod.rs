@@ -5,11 +5,11 @@
 //!
 //! [`Dispatch`]: crate::gpu::Dispatch
 
-pub mod rmsnorm;
 pub mod attention;
 pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
+pub mod rmsnorm;
 pub mod rope;
 pub mod sampling;
 pub mod ternary;
@@ -19,12 +19,20 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuBuffer;
 
 /// Check that `buf` holds at least `elements` items of `elem_bytes` each.
-pub(crate) fn check_len(op: &'static str, buf: &GpuBuffer, elements: u64, elem_bytes: u64) -> Result<()> {
+pub(crate) fn check_len(
+    op: &'static str,
+    buf: &GpuBuffer,
+    elements: u64,
+    elem_bytes: u64,
+) -> Result<()> {
     let need = elements * elem_bytes;
     if buf.size < need {
         return Err(Error::shape(
             op,
-            format!("buffer '{}' has {} bytes, needs {need} ({elements} elements of {elem_bytes} bytes)", buf.label, buf.size),
+            format!(
+                "buffer '{}' has {} bytes, needs {need} ({elements} elements of {elem_bytes} bytes)",
+                buf.label, buf.size
+            ),
         ));
     }
     Ok(())

@@ -1,13 +1,13 @@
 //! GPU kernels against their CPU references (see `common` for the rules).
 //! One module per kernel family, mirroring `src/ops/`.
 
-mod common;
-mod runtime;
-mod rmsnorm;
 mod attention;
+mod common;
 mod elementwise;
 mod embedding;
 mod matmul;
+mod rmsnorm;
 mod rope;
+mod runtime;
 mod sampling;
 mod ternary;
