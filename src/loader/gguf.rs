@@ -250,6 +250,21 @@ impl GgufTensorInfo {
     pub fn shape(&self) -> Vec<usize> {
         self.dims.iter().rev().map(|&d| d as usize).collect()
     }
+
+    /// Error unless [`GgufTensorInfo::shape`] is exactly `expected`
+    /// (outermost first).
+    pub fn expect_shape(&self, expected: &[usize]) -> Result<()> {
+        let found = self.shape();
+        if found != expected {
+            return Err(LoadError::WrongShape {
+                tensor: self.name.clone(),
+                expected: expected.to_vec(),
+                found,
+            }
+            .into());
+        }
+        Ok(())
+    }
 }
 
 /// A parsed GGUF file: metadata in memory, tensor data mapped.
