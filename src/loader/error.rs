@@ -123,6 +123,12 @@ pub enum LoadError {
     #[error("cannot decode tensor data: {message}")]
     Quant { message: String },
 
+    #[error(
+        "no checkpoint in {dir}: neither model.safetensors.index.json nor model.safetensors is there; \
+         pass the .safetensors file or its index .json"
+    )]
+    NoCheckpoint { dir: String },
+
     #[error("invalid safetensors file: {message}")]
     Safetensors { message: String },
 

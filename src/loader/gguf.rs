@@ -250,6 +250,21 @@ impl GgufTensorInfo {
     pub fn shape(&self) -> Vec<usize> {
         self.dims.iter().rev().map(|&d| d as usize).collect()
     }
+
+    /// Error unless [`GgufTensorInfo::shape`] is exactly `expected`
+    /// (outermost first).
+    pub fn expect_shape(&self, expected: &[usize]) -> Result<()> {
+        let found = self.shape();
+        if found != expected {
+            return Err(LoadError::WrongShape {
+                tensor: self.name.clone(),
+                expected: expected.to_vec(),
+                found,
+            }
+            .into());
+        }
+        Ok(())
+    }
 }
 
 /// A parsed GGUF file: metadata in memory, tensor data mapped.
@@ -447,24 +462,29 @@ impl Gguf {
 
     /// An array of strings (e.g. `tokenizer.ggml.tokens`, `.merges`).
     pub fn get_str_array(&self, key: &str) -> Result<&[String]> {
-        match self.get_array(key)? {
-            GgufArray::String(v) => Ok(v),
-            _ => Err(self.wrong_type(key, "array of strings", self.require(key)?)),
+        let value = self.require(key)?;
+        match value {
+            GgufValue::Array(GgufArray::String(v)) => Ok(v),
+            _ => Err(self.wrong_type(key, "array of strings", value)),
         }
     }
 
     /// An array of any integer type, widened (e.g. `tokenizer.ggml.token_type`).
     pub fn get_i64_array(&self, key: &str) -> Result<Vec<i64>> {
-        self.get_array(key)?
-            .to_i64_vec()
-            .ok_or_else(|| self.wrong_type(key, "array of integers", self.get(key).unwrap()))
+        let value = self.require(key)?;
+        value
+            .as_array()
+            .and_then(GgufArray::to_i64_vec)
+            .ok_or_else(|| self.wrong_type(key, "array of integers", value))
     }
 
     /// An array of f32 or f64 (e.g. `tokenizer.ggml.scores`).
     pub fn get_f32_array(&self, key: &str) -> Result<Vec<f32>> {
-        self.get_array(key)?
-            .to_f32_vec()
-            .ok_or_else(|| self.wrong_type(key, "array of floats", self.get(key).unwrap()))
+        let value = self.require(key)?;
+        value
+            .as_array()
+            .and_then(GgufArray::to_f32_vec)
+            .ok_or_else(|| self.wrong_type(key, "array of floats", value))
     }
 
     /// Every tensor, in file order.
@@ -781,10 +801,10 @@ fn read_bool(r: &mut Reader, key: &str) -> Result<bool, LoadError> {
     match r.array::<1>(&|| format!("value of '{key}'"))?[0] {
         0 => Ok(false),
         1 => Ok(true),
-        other => Err(LoadError::WrongValueType {
+        _ => Err(LoadError::WrongValueType {
             key: key.to_string(),
             expected: "bool (byte 0 or 1)",
-            found: if other > 1 { "byte > 1" } else { "?" },
+            found: "other byte",
         }),
     }
 }

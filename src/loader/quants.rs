@@ -522,3 +522,33 @@ fn decode_tq1_0(b: &[u8], v: &mut [i8]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_ids_round_trip() {
+        let mut known = 0;
+        for id in 0..64 {
+            if let Some(ty) = GgmlType::from_id(id) {
+                assert_eq!(ty.id(), id);
+                known += 1;
+            }
+        }
+        assert_eq!(known, 33);
+    }
+
+    #[test]
+    fn tensor_bytes_follow_block_layouts() {
+        assert_eq!(GgmlType::Q4_K.tensor_bytes(&[512, 3]), Ok(6 * 144));
+        assert_eq!(GgmlType::TQ1_0.tensor_bytes(&[256]), Ok(54));
+        assert_eq!(
+            GgmlType::I2_S.tensor_bytes(&[2560, 640]),
+            Ok(2560 * 640 / 4 + 32)
+        );
+        assert_eq!(GgmlType::BF16.tensor_bytes(&[]), Ok(2));
+        assert!(GgmlType::Q8_0.tensor_bytes(&[16, 2]).is_err());
+        assert!(GgmlType::F32.tensor_bytes(&[u64::MAX, 2]).is_err());
+    }
+}

@@ -76,12 +76,8 @@ impl SafeTensors {
             if single.is_file() {
                 return Self::open_files(&[single]);
             }
-            return Err(LoadError::TensorNotFound {
-                name: "(any)".into(),
-                searched: format!(
-                    "{}: neither {INDEX_FILE} nor {SINGLE_FILE} is there; pass the checkpoint file itself",
-                    path.display()
-                ),
+            return Err(LoadError::NoCheckpoint {
+                dir: path.display().to_string(),
             }
             .into());
         }

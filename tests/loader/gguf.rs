@@ -55,6 +55,12 @@ fn fixture_tensor_table() {
     assert_eq!(g.tensor_bytes("q4_k_raw").unwrap().len(), 288);
     let f32_info = g.tensor_info("f32").unwrap();
     assert_eq!(f32_info.shape(), [2, 40]);
+    f32_info.expect_shape(&[2, 40]).unwrap();
+    let message = f32_info.expect_shape(&[40, 2]).unwrap_err().to_string();
+    assert!(
+        message.contains("'f32'") && message.contains("[2, 40]"),
+        "{message}"
+    );
     for t in g.tensors() {
         assert_eq!(t.offset % 64, 0, "{} misaligned", t.name);
     }

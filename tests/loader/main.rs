@@ -5,6 +5,7 @@
 mod config;
 mod gguf;
 mod quants;
+mod real_model;
 mod safetensors;
 
 use deltallm::Error;
