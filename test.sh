@@ -10,7 +10,7 @@ echo "== all tests, default adapter =="
 cargo test --release --all-targets
 
 echo "== GPU kernel tests, portable mode (WebGPU baseline limits, no f16, no subgroups) =="
-DELTALLM_PORTABLE=1 cargo test --release --test kernels
+DELTALLM_PORTABLE=1 cargo test --release --test kernels --test model
 
 echo "== GPU kernel tests, GL backend =="
 WGPU_BACKEND=gl cargo test --release --test kernels
