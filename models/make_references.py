@@ -303,13 +303,15 @@ TEACHER_TEXTS = [
     "Graphics processors run thousands of small programs at once. A compute shader reads buffers, does "
     "arithmetic, and writes the results back. Phones, laptops and web browsers all have such "
     "processors today, and a careful program can run the same shader on every one of them.",
+    "\"Where are you going?\" asked the teacher. \"To the market,\" she said, \"to buy bread, apples, "
+    "cheese and some tea.\" It's a short walk, but it's raining, so she takes an umbrella.",
 ]
 
 GREEDY_RAW = [
     "The capital of France is",
     "Once upon a time, in a small village by the sea,",
 ]
-CHAT_MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
+CHAT_MESSAGES = [{"role": "user", "content": "What is the capital of Germany?"}]
 
 
 def smollm2():
@@ -329,13 +331,16 @@ def smollm2():
         if key in meta:
             stop.add(int(meta[key]))
 
-    # (i) tokenizer
+    # (i) tokenizer.  "ids_add_special": llama_tokenize(add_special=True), which
+    # adds BOS only when the GGUF says tokenizer.ggml.add_bos_token = true
+    # (SmolLM2's says false, so it equals "ids"); "ids": add_special=False.
+    # Both parse special-token text (parse_special=True); "ids_nospecial" does not.
     tok = []
     for s in TRICKY:
         b = s.encode("utf-8")
         e = {
             "text": s,
-            "ids_bos": llm.tokenize(b, add_bos=True, special=True),
+            "ids_add_special": llm.tokenize(b, add_bos=True, special=True),
             "ids": llm.tokenize(b, add_bos=False, special=True),
         }
         if "<|" in s:
