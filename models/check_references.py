@@ -62,11 +62,13 @@ def rope(x, pos, invf):  # x [T, H, D]; HF rotate_half pairing (i, i + D/2)
     return x * cos + np.concatenate([-x[..., h:], x[..., :h]], -1) * sin
 
 
-def bitlinear(x, packed, ws):
+def bitlinear(x, packed, ws, multiply=False):
     w = mf.unpack_ternary(packed).astype(np.float64)
     s = 127.0 / np.maximum(np.abs(x).max(-1, keepdims=True), 1e-5)
     xq = np.clip(np.round(x * s), -128, 127)  # np.round: half to even
-    return (xq @ w.T) / (s * ws)  # weight_scale divides
+    if multiply:  # linear_class "autobitlinear", offline
+        return (xq @ w.T) / s * ws
+    return (xq @ w.T) / (s * ws)  # linear_class "bitlinear": weight_scale divides
 
 
 def q8_0_act(x):
@@ -83,10 +85,11 @@ def forward(w, cfg, ids, bitnet, act=lambda a: a):
     H, KV, D = mf.HEADS, mf.KV_HEADS, mf.HEAD_DIM
     x = w["model.embed_tokens.weight"][ids].astype(np.float64)
     invf, pos = inv_freq(cfg), np.arange(T, dtype=np.float64)
+    multiply = (cfg.get("quantization_config") or {}).get("linear_class") == "autobitlinear"
 
     def lin(h, name):
         if bitnet:
-            return bitlinear(h, w[name + ".weight"], float(w[name + ".weight_scale"][0]))
+            return bitlinear(h, w[name + ".weight"], float(w[name + ".weight_scale"][0]), multiply)
         return act(h) @ w[name + ".weight"].T.astype(np.float64)
 
     for layer in range(mf.LAYERS):
@@ -146,7 +149,13 @@ def rel(a, b):
 def main():
     bad = 0
     prompts = json.loads((FIX / "prompts.json").read_text())["prompts"]
-    for name, bitnet in (("tiny-llama", False), ("tiny-llama3rope", False), ("tiny-bitnet", True)):
+    models = (
+        ("tiny-llama", False),
+        ("tiny-llama3rope", False),
+        ("tiny-bitnet", True),
+        ("tiny-bitnet-autobitlinear", True),
+    )
+    for name, bitnet in models:
         w = load(FIX / name)
         cfg = json.loads((FIX / name / "config.json").read_text())
         refs = {}
@@ -173,7 +182,7 @@ def main():
                 flag = ""
                 if (e > limit and not src.endswith("q8_0")) or (src.endswith("q8_0") and e > 6e-2):
                     flag, bad = "  <-- FAIL", bad + 1
-                print(f"{name:16s} {p['name']:8s} numpy vs {src:15s} relL2 {e:.2e}  argmax agree {agree:.2f}{flag}")
+                print(f"{name:25s} {p['name']:8s} numpy vs {src:15s} relL2 {e:.2e}  argmax agree {agree:.2f}{flag}")
             if "llamacpp-q8_0" in refs and q8 is not None:
                 me8 = forward(q8, cfg, p["ids"], False, act=q8_0_act)
                 lg = refs["llamacpp-q8_0"][p["name"]]["logits"]

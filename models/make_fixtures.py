@@ -25,6 +25,11 @@ Output, all under tests/data/fixtures/ (committed, a few hundred KB each):
   tiny-bitnet/                    HF folder, BitNetForCausalLM, packed ternary
       config.json generation_config.json model.safetensors
       tokenizer.json tokenizer_config.json
+  tiny-bitnet-autobitlinear/      the same packed ternary weights with
+                                  quantization_config.linear_class
+                                  "autobitlinear" (offline), so weight_scale
+                                  MULTIPLIES; stored as bf16(1 / the
+                                  tiny-bitnet scale)
   prompts.json                    the prompts (text and token ids) that
                                   models/make_references.py runs
 
@@ -515,7 +520,7 @@ def bitnet_weights():
     return f, packed
 
 
-def bitnet_config() -> dict:
+def bitnet_config(linear_class: str = "bitlinear") -> dict:
     return {
         "architectures": ["BitNetForCausalLM"],
         "model_type": "bitnet",
@@ -541,7 +546,7 @@ def bitnet_config() -> dict:
         "torch_dtype": "bfloat16",
         "quantization_config": {
             "quant_method": "bitnet",
-            "linear_class": "bitlinear",
+            "linear_class": linear_class,
             "quantization_mode": "offline",
             "modules_to_not_convert": None,
             "use_rms_norm": False,
@@ -593,6 +598,11 @@ def main():
 
     bf, packed = bitnet_weights()
     write_hf_folder(OUT / "tiny-bitnet", bitnet_config(), tok, bf, packed)
+    # Same ternary weights, declared as linear_class "autobitlinear" (offline):
+    # transformers then MULTIPLIES by weight_scale, so store bf16(1 / scale).
+    # Tests that the engine reads quantization_config.linear_class.
+    inv = {k: (bf16_round(np.float32(1.0) / v) if k.endswith(".weight_scale") else v) for k, v in bf.items()}
+    write_hf_folder(OUT / "tiny-bitnet-autobitlinear", bitnet_config("autobitlinear"), tok, inv, packed)
 
     write_json(OUT / "prompts.json", build_prompts(tok))
     for p in sorted(OUT.rglob("*")):

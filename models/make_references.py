@@ -222,7 +222,7 @@ def tiny_hf():
     torch.manual_seed(0)
     prompts = load_prompts()
     for model in ("tiny-llama", "tiny-llama3rope"):
-        m = LlamaForCausalLM.from_pretrained(str(FIX / model), torch_dtype=torch.float32, attn_implementation="eager")
+        m = LlamaForCausalLM.from_pretrained(str(FIX / model), dtype=torch.float32, attn_implementation="eager")
         m.eval()
         out = {
             "oracle": "HF transformers LlamaForCausalLM, float32, eager attention, CPU",
@@ -235,25 +235,40 @@ def tiny_hf():
 
 
 def bitnet_hf():
+    for name in ("tiny-bitnet", "tiny-bitnet-autobitlinear"):
+        bitnet_hf_one(name)
+
+
+def bitnet_hf_one(name: str):
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
     prompts = load_prompts()
     m = AutoModelForCausalLM.from_pretrained(
-        str(FIX / "tiny-bitnet"), torch_dtype=torch.float32, device_map="cpu", attn_implementation="eager"
+        str(FIX / name), dtype=torch.float32, device_map="cpu", attn_implementation="eager"
     )
+    # transformers 5.x leaves AutoBitLinear's unpacked weight in bf16 despite
+    # dtype=float32 (F.linear then fails on mixed dtypes); values are ternary
+    # and bf16-exact, so widening everything to f32 is lossless.
+    for mod in m.modules():
+        for pname, t in list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False)):
+            if t is not None and t.dtype == torch.bfloat16:
+                t.data = t.data.float()
     m.eval()
     kinds = sorted({type(mod).__module__ + "." + type(mod).__name__ for mod in m.modules() if "Bit" in type(mod).__name__})
     out = {
         "oracle": "HF transformers BitNetForCausalLM (packed offline weights), float32, eager attention, CPU",
         "versions": versions("transformers", "torch", "safetensors", "tokenizers", "numpy", "accelerate"),
-        "model": "tiny-bitnet",
+        "model": name,
+        "quantization_config": m.config.quantization_config.to_dict()
+        if hasattr(m.config.quantization_config, "to_dict")
+        else m.config.quantization_config,
         "modules": kinds,
         "n_gen": N_GEN_TINY,
         "prompts": hf_run(m, prompts),
     }
-    dump(FIX / "ref-tiny-bitnet.hf.json", out)
+    dump(FIX / f"ref-{name}.hf.json", out)
 
 
 # ----------------------------------------------------------------- SmolLM2
