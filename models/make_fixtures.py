@@ -74,9 +74,15 @@ models/README.md for where):
           y   = (x_q @ unpack(W)^T) / (s_x * weight_scale)
       i.e. weight_scale DIVIDES (post_quant_process: out / (input_scale *
       weight_scale)).  So a release weight_scale is 1 / mean|W_master|.
-    - linear_class "autobitlinear" + quantization_mode "offline": the packed
-      weight is unpacked at load (load hook), forward uses fake-quantised
-      activations x_q / s_x and then output * weight_scale: MULTIPLIES.
+    - linear_class "autobitlinear" + quantization_mode "offline": class
+      AutoBitLinear; the packed weight is unpacked to ternary at load
+      (BitNetDeserialize in transformers 5.x, a state-dict load hook in 4.x),
+      forward uses fake-quantised activations x_q / s_x, F.linear, then
+      output * weight_scale: MULTIPLIES.  ("autobitlinear" + "online" =
+      bf16 master weights ternarised on the fly with scale 1/mean|W|, the
+      -bf16 training checkpoint's mode.)  quantization_mode only matters for
+      autobitlinear.  use_rms_norm (default false) would add an RMSNorm on
+      every BitLinear input.
     - unpack_weights: for i in 0..3, rows [i*R, (i+1)*R) of the unpacked
       weight = ((P >> 2i) & 3) - 1, R = out/4: packing along the OUTPUT dim.
   The tiny BitNet here uses the default "bitlinear" class, so its
