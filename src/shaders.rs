@@ -37,7 +37,6 @@ pub const SHADERS: &[Shader] = &[
     shader!("matmul_f32"),
     shader!("matmul_ternary", &["RAW_I32"]),
     shader!("quantize_int8"),
-    shader!("quantize_q8_blocks"),
     shader!("rmsnorm"),
     shader!("rope"),
     shader!("topk"),

@@ -3,7 +3,6 @@
 //! GPU kernels must compute, and the tests compare against them.
 
 pub mod model;
-pub mod quantize_q8;
 pub mod attention;
 pub mod elementwise;
 pub mod embedding;

@@ -10,13 +10,6 @@ use crate::model::weights::{Matrix, MatrixData, ModelWeights};
 /// `y = x · Wᵀ` for `tokens` rows of x: BitLinear for ternary weights
 /// (per-token int8 activations), f32 matmul otherwise.
 pub fn linear(w: &Matrix, x: &[f32], tokens: usize) -> Vec<f32> {
-    let rounded;
-    let x = if w.q8_input {
-        rounded = crate::cpu::quantize_q8::quantize_q8_blocks(x);
-        &rounded[..]
-    } else {
-        x
-    };
     match &w.data {
         MatrixData::Ternary { values, scale, convention } => {
             ternary::bitlinear(x, values, tokens, w.rows, w.cols, *scale, *convention)
@@ -68,6 +61,5 @@ pub fn forward_all(weights: &ModelWeights, tokens: &[u32]) -> Vec<f32> {
     let x = rmsnorm(&h, &weights.norm, hidden, eps);
     // The output projection is never quantized (DESIGN §3).
     let out = weights.output();
-    let x = if out.q8_input { crate::cpu::quantize_q8::quantize_q8_blocks(&x) } else { x };
     matmul::matmul(&out.to_f32(), &x, t, out.rows, out.cols)
 }

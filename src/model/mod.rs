@@ -33,7 +33,6 @@ use crate::ops::embedding::Embedding;
 use crate::ops::matmul::{DenseWeight, Matmul};
 use crate::ops::rope::{Rope, RopeTable};
 use crate::ops::ternary::{Int8Activations, QuantizeInt8, TernaryMatmul, TernaryWeight};
-use crate::ops::quantize_q8::QuantizeQ8Blocks;
 use crate::ops::sampling::Argmax;
 use crate::ops::RmsNorm;
 
@@ -137,25 +136,14 @@ struct Activations {
     final_x: GpuBuffer,   // [logit rows][hidden]
     logits: GpuBuffer,    // [logit rows][vocab]
     next_token: GpuBuffer, // u32 [1], argmax of the last logits row
-    /// llama.cpp-style block-int8 rounded copies of x, o_proj's input,
-    /// down's input and the final norm's output (GGUF block-quantized models).
-    q8: Option<Q8Buffers>,
     /// Int8 activations by input width (hidden, q_dim, intermediate), for ternary models.
     x8_hidden: Option<Int8Activations>,
     x8_q: Option<Int8Activations>,
     x8_mlp: Option<Int8Activations>,
 }
 
-struct Q8Buffers {
-    x: GpuBuffer,       // [rows][hidden]
-    attn: GpuBuffer,    // [rows][q_dim]
-    mlp: GpuBuffer,     // [rows][intermediate]
-    final_x: GpuBuffer, // [logit rows][hidden]
-}
-
 struct Layer {
     attn_norm: RmsNorm,
-    q8_attn_in: Option<QuantizeQ8Blocks>,
     quantize_attn_in: Option<QuantizeInt8>,
     q_proj: Linear,
     k_proj: Linear,
@@ -163,18 +151,15 @@ struct Layer {
     rope: Rope,
     attention: Attention,
     attn_sub_norm: Option<RmsNorm>,
-    q8_o_in: Option<QuantizeQ8Blocks>,
     quantize_o_in: Option<QuantizeInt8>,
     o_proj: Linear,
     attn_residual: AddInPlace,
     ffn_norm: RmsNorm,
-    q8_ffn_in: Option<QuantizeQ8Blocks>,
     quantize_ffn_in: Option<QuantizeInt8>,
     gate_proj: Linear,
     up_proj: Linear,
     gated: GatedMul,
     ffn_sub_norm: Option<RmsNorm>,
-    q8_down_in: Option<QuantizeQ8Blocks>,
     quantize_down_in: Option<QuantizeInt8>,
     down_proj: Linear,
     ffn_residual: AddInPlace,
@@ -188,9 +173,6 @@ impl Layer {
             .into_iter()
             .flatten()
         {
-            q.set_rows(gpu, rows)?;
-        }
-        for q in [&mut self.q8_attn_in, &mut self.q8_o_in, &mut self.q8_ffn_in, &mut self.q8_down_in].into_iter().flatten() {
             q.set_rows(gpu, rows)?;
         }
         for l in [&mut self.q_proj, &mut self.k_proj, &mut self.v_proj, &mut self.o_proj, &mut self.gate_proj, &mut self.up_proj, &mut self.down_proj] {
@@ -213,7 +195,6 @@ impl Layer {
     /// The layer's dispatches in execution order.
     fn dispatches(&self) -> Vec<&Dispatch> {
         let mut d: Vec<&Dispatch> = vec![&self.attn_norm.dispatch];
-        d.extend(self.q8_attn_in.as_ref().map(|q| &q.dispatch));
         d.extend(self.quantize_attn_in.as_ref().map(|q| &q.dispatch));
         d.extend(self.q_proj.dispatches());
         d.extend(self.k_proj.dispatches());
@@ -221,18 +202,15 @@ impl Layer {
         d.push(&self.rope.dispatch);
         d.extend(self.attention.dispatches());
         d.extend(self.attn_sub_norm.as_ref().map(|n| &n.dispatch));
-        d.extend(self.q8_o_in.as_ref().map(|q| &q.dispatch));
         d.extend(self.quantize_o_in.as_ref().map(|q| &q.dispatch));
         d.extend(self.o_proj.dispatches());
         d.push(&self.attn_residual.dispatch);
         d.push(&self.ffn_norm.dispatch);
-        d.extend(self.q8_ffn_in.as_ref().map(|q| &q.dispatch));
         d.extend(self.quantize_ffn_in.as_ref().map(|q| &q.dispatch));
         d.extend(self.gate_proj.dispatches());
         d.extend(self.up_proj.dispatches());
         d.push(&self.gated.dispatch);
         d.extend(self.ffn_sub_norm.as_ref().map(|n| &n.dispatch));
-        d.extend(self.q8_down_in.as_ref().map(|q| &q.dispatch));
         d.extend(self.quantize_down_in.as_ref().map(|q| &q.dispatch));
         d.extend(self.down_proj.dispatches());
         d.push(&self.ffn_residual.dispatch);
@@ -250,7 +228,6 @@ pub struct Model {
     embedding: Embedding,
     layers: Vec<Layer>,
     final_norm: RmsNorm,
-    final_q8: Option<QuantizeQ8Blocks>,
     lm_head: Matmul,
     /// Greedy pick on the GPU, so greedy decoding reads back 4 bytes, not the logits.
     argmax: Argmax,
@@ -283,22 +260,7 @@ impl Model {
         let x8 = |label: &str, k: u32| -> Result<Option<Int8Activations>> {
             if ternary { Ok(Some(Int8Activations::new(gpu, label, rows, k)?)) } else { Ok(None) }
         };
-        let any_q8 = weights.output().q8_input
-            || weights.layers.iter().any(|l| {
-                [&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj].iter().any(|m| m.q8_input)
-            });
-        let q8 = if any_q8 {
-            Some(Q8Buffers {
-                x: f32s("x_q8", rows * hidden)?,
-                attn: f32s("attn_q8", rows * q_dim)?,
-                mlp: f32s("mlp_q8", rows * inter)?,
-                final_x: f32s("final_x_q8", logit_rows * hidden)?,
-            })
-        } else {
-            None
-        };
         let act = Activations {
-            q8,
             ids: gpu.storage("ids", rows as u64 * 4)?,
             h: f32s("h", rows * hidden)?,
             x: f32s("x", rows * hidden)?,
@@ -347,51 +309,30 @@ impl Model {
                 None => None,
             };
             let down_in = if ffn_sub_norm.is_some() { &act.mlp_sub } else { &act.mlp };
-            // The input each linear reads: its q8-rounded copy when its weight asks for it.
-            let q8_of = |input: &'_ GpuBuffer, pick: fn(&Q8Buffers) -> &GpuBuffer, dim: u32, users: &[&Matrix]| -> Result<Option<QuantizeQ8Blocks>> {
-                match &act.q8 {
-                    Some(b) if users.iter().any(|m| m.q8_input) => Ok(Some(QuantizeQ8Blocks::new(gpu, input, pick(b), rows, dim)?)),
-                    _ => Ok(None),
-                }
-            };
-            let input_for = |m: &Matrix, plain: &'_ GpuBuffer, pick: fn(&Q8Buffers) -> &GpuBuffer| -> GpuBuffer {
-                match &act.q8 {
-                    Some(b) if m.q8_input => pick(b).clone(),
-                    _ => plain.clone(),
-                }
-            };
-            let q8_attn_in = q8_of(&act.x, |b| &b.x, hidden, &[&w.q_proj, &w.k_proj, &w.v_proj])?;
-            let q8_o_in = q8_of(o_in, |b| &b.attn, q_dim, &[&w.o_proj])?;
-            let q8_ffn_in = q8_of(&act.x, |b| &b.x, hidden, &[&w.gate_proj, &w.up_proj])?;
-            let q8_down_in = q8_of(down_in, |b| &b.mlp, inter, &[&w.down_proj])?;
             let activation = match c.activation {
                 Activation::Silu => GatedActivation::Silu,
                 Activation::Relu2 => GatedActivation::Relu2,
             };
             layers.push(Layer {
                 attn_norm: RmsNorm::new(gpu, &act.h, &vector("input_layernorm", &w.input_layernorm)?, &act.x, rows, hidden, eps)?,
-                q8_attn_in,
                 quantize_attn_in: quantize(&act.x, &act.x8_hidden)?,
-                q_proj: Linear::new(gpu, &wq, &input_for(&w.q_proj, &act.x, |b| &b.x), act.x8_hidden.as_ref(), &act.q, rows)?,
-                k_proj: Linear::new(gpu, &wk, &input_for(&w.k_proj, &act.x, |b| &b.x), act.x8_hidden.as_ref(), &act.k, rows)?,
-                v_proj: Linear::new(gpu, &wv, &input_for(&w.v_proj, &act.x, |b| &b.x), act.x8_hidden.as_ref(), &act.v, rows)?,
+                q_proj: Linear::new(gpu, &wq, &act.x, act.x8_hidden.as_ref(), &act.q, rows)?,
+                k_proj: Linear::new(gpu, &wk, &act.x, act.x8_hidden.as_ref(), &act.k, rows)?,
+                v_proj: Linear::new(gpu, &wv, &act.x, act.x8_hidden.as_ref(), &act.v, rows)?,
                 rope: Rope::new(gpu, &rope_table, &act.q, &act.k, rows, c.num_attention_heads as u32, c.num_key_value_heads as u32)?,
                 attention: Attention::new(gpu, &cache, &act.q, &act.k, &act.v, &act.attn, rows, c.num_attention_heads as u32)?,
                 attn_sub_norm,
-                q8_o_in,
                 quantize_o_in: quantize(o_in, &act.x8_q)?,
-                o_proj: Linear::new(gpu, &wo, &input_for(&w.o_proj, o_in, |b| &b.attn), act.x8_q.as_ref(), &act.delta, rows)?,
+                o_proj: Linear::new(gpu, &wo, o_in, act.x8_q.as_ref(), &act.delta, rows)?,
                 attn_residual: AddInPlace::new(gpu, &act.h, &act.delta, rows, hidden)?,
                 ffn_norm: RmsNorm::new(gpu, &act.h, &vector("post_attention_layernorm", &w.post_attention_layernorm)?, &act.x, rows, hidden, eps)?,
-                q8_ffn_in,
                 quantize_ffn_in: quantize(&act.x, &act.x8_hidden)?,
-                gate_proj: Linear::new(gpu, &wg, &input_for(&w.gate_proj, &act.x, |b| &b.x), act.x8_hidden.as_ref(), &act.gate, rows)?,
-                up_proj: Linear::new(gpu, &wu, &input_for(&w.up_proj, &act.x, |b| &b.x), act.x8_hidden.as_ref(), &act.up, rows)?,
+                gate_proj: Linear::new(gpu, &wg, &act.x, act.x8_hidden.as_ref(), &act.gate, rows)?,
+                up_proj: Linear::new(gpu, &wu, &act.x, act.x8_hidden.as_ref(), &act.up, rows)?,
                 gated: GatedMul::new(gpu, activation, &act.gate, &act.up, &act.mlp, rows, inter)?,
                 ffn_sub_norm,
-                q8_down_in,
                 quantize_down_in: quantize(down_in, &act.x8_mlp)?,
-                down_proj: Linear::new(gpu, &wd, &input_for(&w.down_proj, down_in, |b| &b.mlp), act.x8_mlp.as_ref(), &act.delta, rows)?,
+                down_proj: Linear::new(gpu, &wd, down_in, act.x8_mlp.as_ref(), &act.delta, rows)?,
                 ffn_residual: AddInPlace::new(gpu, &act.h, &act.delta, rows, hidden)?,
                 _cache: cache,
             });
@@ -401,19 +342,11 @@ impl Model {
         let final_norm_weight = vector("norm", &weights.norm)?;
         let final_in = if options.all_logits { &act.h } else { &act.last };
         let final_norm = RmsNorm::new(gpu, final_in, &final_norm_weight, &act.final_x, logit_rows, hidden, eps)?;
-        let final_q8 = match &act.q8 {
-            Some(b) if weights.output().q8_input => Some(QuantizeQ8Blocks::new(gpu, &act.final_x, &b.final_x, logit_rows, hidden)?),
-            _ => None,
-        };
-        let lm_head_in = match (&act.q8, &final_q8) {
-            (Some(b), Some(_)) => b.final_x.clone(),
-            _ => act.final_x.clone(),
-        };
         let lm_head_weight = match &weights.lm_head {
             Some(m) => LinearWeight::upload(gpu, "lm_head", m)?.dense("lm_head")?,
             None => embed,
         };
-        let lm_head = Matmul::new(gpu, &lm_head_weight, &lm_head_in, &act.logits, logit_rows)?;
+        let lm_head = Matmul::new(gpu, &lm_head_weight, &act.final_x, &act.logits, logit_rows)?;
         let argmax = Argmax::new(gpu, &act.logits, &act.next_token, vocab)?;
         gpu.take_error()?;
         Ok(Model {
@@ -424,7 +357,6 @@ impl Model {
             embedding,
             layers,
             final_norm,
-            final_q8,
             lm_head,
             argmax,
             _rope_table: rope_table,
@@ -478,9 +410,6 @@ impl Model {
         }
         let logit_rows = if self.options.all_logits { rows } else { 1 };
         self.final_norm.set_rows(gpu, logit_rows)?;
-        if let Some(q) = &mut self.final_q8 {
-            q.set_rows(gpu, logit_rows)?;
-        }
         self.lm_head.set_rows(gpu, logit_rows)?;
         let vocab = self.config.vocab_size as u32;
         self.argmax.set_range(gpu, (logit_rows - 1) * vocab, vocab)?;
@@ -496,7 +425,6 @@ impl Model {
             encoder.copy_buffer_to_buffer(&self.act.h.buffer, (rows as u64 - 1) * row_bytes, &self.act.last.buffer, 0, row_bytes);
         }
         let mut head: Vec<&Dispatch> = vec![&self.final_norm.dispatch];
-        head.extend(self.final_q8.as_ref().map(|q| &q.dispatch));
         head.extend(self.lm_head.dispatches());
         head.extend(self.argmax.dispatches());
         gpu.record(&mut encoder, "lm_head", &head);

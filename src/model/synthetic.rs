@@ -89,7 +89,6 @@ pub fn random_weights(config: &ModelConfig, seed: u64) -> ModelWeights {
         rows,
         cols,
         data: MatrixData::F32((0..rows * cols).map(|_| rng.signed_unit() * scale).collect()),
-        q8_input: false,
     };
     let embed_tokens = dense(c.vocab_size, hidden, 1.0);
     let mut rng = SplitMix(seed.wrapping_mul(31) ^ 0xabc);
@@ -105,13 +104,11 @@ pub fn random_weights(config: &ModelConfig, seed: u64) -> ModelWeights {
                     scale: 1.0 / (scale * (1.0 + 0.5 * rng.signed_unit())),
                     convention: ScaleConvention::Divide,
                 },
-                q8_input: false,
             },
             Architecture::Llama => Matrix {
                 rows,
                 cols,
                 data: MatrixData::F32((0..rows * cols).map(|_| rng.signed_unit() * scale * 1.7).collect()),
-                q8_input: false,
             },
         }
     };

@@ -37,10 +37,6 @@ pub struct Matrix {
     pub rows: usize,
     pub cols: usize,
     pub data: MatrixData,
-    /// Round the input through llama.cpp's block-32 int8 format before the
-    /// product, as llama.cpp does for Q4_0/Q4_1/Q5_x/Q8_0 weights, so GGUF
-    /// models give llama.cpp's numbers.
-    pub q8_input: bool,
 }
 
 impl Matrix {
@@ -283,7 +279,7 @@ fn hf_dense(st: &SafeTensors, name: &str, rows: usize, cols: usize) -> Result<Ma
         Dtype::BF16 => MatrixData::Bf16(bytemuck::pod_collect_to_vec::<u8, u16>(t.data()).into_iter().map(bf16::from_bits).collect()),
         _ => MatrixData::F32(t.to_f32()?),
     };
-    Ok(Matrix { rows, cols, data, q8_input: false })
+    Ok(Matrix { rows, cols, data })
 }
 
 /// A linear weight: BitNet's packed release (uint8 `[out/4][in]` + `weight_scale`),
@@ -302,12 +298,12 @@ fn hf_linear(st: &SafeTensors, c: &ModelConfig, name: &str, rows: usize, cols: u
             .first()
             .filter(|s| s.is_finite() && **s != 0.0)
             .ok_or_else(|| Error::Invalid(format!("{scale_name}: expected one finite non-zero scale, got {scale:?}")))?;
-        Ok(Matrix { rows, cols, data: MatrixData::Ternary { values, scale, convention: convention(c.weight_scale) }, q8_input: false })
+        Ok(Matrix { rows, cols, data: MatrixData::Ternary { values, scale, convention: convention(c.weight_scale) } })
     } else {
         // Master weights: ternarize with absmean as BitNet b1.58 training does.
         let dense = hf_dense(st, name, rows, cols)?.to_f32();
         let (values, scale) = ternarize_absmean(&dense);
-        Ok(Matrix { rows, cols, data: MatrixData::Ternary { values, scale, convention: ScaleConvention::Multiply }, q8_input: false })
+        Ok(Matrix { rows, cols, data: MatrixData::Ternary { values, scale, convention: ScaleConvention::Multiply } })
     }
 }
 
@@ -326,8 +322,7 @@ fn gguf_dense(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<Matrix> 
         GgmlType::BF16 => MatrixData::Bf16(bytemuck::pod_collect_to_vec::<u8, u16>(g.tensor_bytes(name)?).into_iter().map(bf16::from_bits).collect()),
         _ => MatrixData::F32(g.tensor_f32(name)?),
     };
-    let q8_input = matches!(info.ggml_type, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0);
-    Ok(Matrix { rows, cols, data, q8_input })
+    Ok(Matrix { rows, cols, data })
 }
 
 /// A GGUF linear: ternary types stay ternary when they have one scale, else dense.
@@ -342,7 +337,6 @@ fn gguf_matrix(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<Matrix>
                 rows,
                 cols,
                 data: MatrixData::Ternary { values: t.values, scale: first, convention: ScaleConvention::Multiply },
-                q8_input: false,
             });
         }
         log::warn!("{name}: ternary blocks with different scales; running it as a dense f32 matrix");

@@ -9,7 +9,6 @@ pub mod attention;
 pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
-pub mod quantize_q8;
 pub mod rmsnorm;
 pub mod rope;
 pub mod sampling;

@@ -6,7 +6,6 @@ mod common;
 mod elementwise;
 mod embedding;
 mod matmul;
-mod quantize_q8;
 mod rmsnorm;
 mod rope;
 mod runtime;
