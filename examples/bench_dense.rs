@@ -33,13 +33,7 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-fn bench(
-    gpu: &Gpu,
-    name: &str,
-    weight: &DenseWeight,
-    tokens: u32,
-    kernel: MatmulKernel,
-) -> Result<()> {
+fn bench(gpu: &Gpu, name: &str, weight: &DenseWeight, tokens: u32, kernel: MatmulKernel) -> Result<()> {
     let (n, k) = (weight.rows, weight.cols);
     let x = gpu.storage_from("x", &pseudo_random((tokens * k) as usize, 7))?;
     let y = gpu.storage("y", tokens as u64 * n as u64 * 4)?;
@@ -85,10 +79,7 @@ fn main() -> Result<()> {
     bench(&gpu, "f32 gemm (prefill)", &w_f32, 64, MatmulKernel::Gemm)?;
     if lm_head {
         let vocab = 128256u32;
-        let table: Vec<f16> = pseudo_random((vocab * k) as usize, 3)
-            .iter()
-            .map(|v| f16::from_f32(*v))
-            .collect();
+        let table: Vec<f16> = pseudo_random((vocab * k) as usize, 3).iter().map(|v| f16::from_f32(*v)).collect();
         let head = DenseWeight::upload_f16(&gpu, "lm_head", &table, vocab, k)?;
         drop(table);
         bench(&gpu, "f16 lm_head gemv", &head, 1, MatmulKernel::Gemv)?;

@@ -38,29 +38,19 @@ fn time_ms(gpu: &Gpu, dispatch: &Dispatch, reps: usize) -> Result<(f64, f64)> {
 
 /// A deterministic pseudo-random stream (no extra dependency for an example).
 fn lcg(seed: &mut u64) -> u32 {
-    *seed = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     (*seed >> 33) as u32
 }
 
 fn main() -> Result<()> {
     env_logger::init();
-    let reps: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(21);
+    let reps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(21);
     let gpu = Gpu::new_blocking(&GpuOptions::from_env())?;
-    println!(
-        "adapter: {} ({:?}), portable={}",
-        gpu.info.name, gpu.info.backend, gpu.portable
-    );
+    println!("adapter: {} ({:?}), portable={}", gpu.info.name, gpu.info.backend, gpu.portable);
 
     let mut seed = 1;
     let w: Vec<i8> = (0..N * K).map(|_| (lcg(&mut seed) % 3) as i8 - 1).collect();
-    let x: Vec<f32> = (0..PREFILL_TOKENS * K)
-        .map(|_| lcg(&mut seed) as f32 / u32::MAX as f32 - 0.5)
-        .collect();
+    let x: Vec<f32> = (0..PREFILL_TOKENS * K).map(|_| lcg(&mut seed) as f32 / u32::MAX as f32 - 0.5).collect();
     let weight = TernaryWeight::from_ternary(&gpu, "w", &w, N, K, 1.0, ScaleConvention::Divide)?;
     let xb = gpu.storage_from("x", &x)?;
     let act = Int8Activations::new(&gpu, "act", PREFILL_TOKENS, K)?;

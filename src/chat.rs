@@ -42,10 +42,7 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-        }
+        Self { role: role.into(), content: content.into() }
     }
 
     pub fn system(content: impl Into<String>) -> Self {
@@ -61,10 +58,7 @@ impl Message {
     }
 
     fn to_value(&self) -> Value {
-        Value::from_pairs([
-            ("role", Value::from(self.role.as_str())),
-            ("content", Value::from(self.content.as_str())),
-        ])
+        Value::from_pairs([("role", Value::from(self.role.as_str())), ("content", Value::from(self.content.as_str()))])
     }
 }
 
@@ -92,15 +86,10 @@ impl ChatTemplate {
                 .build()
                 .map_err(|e| template_error("setting up Jinja syntax", e))?,
         );
-        environment
-            .set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        environment.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         environment.add_function("raise_exception", raise_exception);
         environment.add_filter("tojson", tojson);
-        let mut template = Self {
-            environment,
-            bos_token: bos_token.to_string(),
-            eos_token: eos_token.to_string(),
-        };
+        let mut template = Self { environment, bos_token: bos_token.to_string(), eos_token: eos_token.to_string() };
         template.set_clock(None);
         template
             .environment
@@ -118,8 +107,8 @@ impl ChatTemplate {
     /// `chat_template` (a string, or a list of `{name, template}` from which
     /// `default` is taken) with its `bos_token` and `eos_token`.
     pub fn from_tokenizer_config(json: &str) -> Result<Self> {
-        let config: serde_json::Value = serde_json::from_str(json)
-            .map_err(|e| template_error("tokenizer_config.json is not valid JSON", e))?;
+        let config: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| template_error("tokenizer_config.json is not valid JSON", e))?;
         let source = match config.get("chat_template") {
             Some(serde_json::Value::String(source)) => source.clone(),
             Some(serde_json::Value::Array(named)) => {
@@ -130,14 +119,11 @@ impl ChatTemplate {
                         (wanted.is_none_or(|w| w == name)).then(|| source.to_string())
                     })
                 };
-                template_named(Some("default"))
-                    .or_else(|| template_named(None))
-                    .ok_or_else(|| {
-                        Error::ChatTemplate(
-                            "tokenizer_config.json's chat_template list has no {name, template} entry"
-                                .into(),
-                        )
-                    })?
+                template_named(Some("default")).or_else(|| template_named(None)).ok_or_else(|| {
+                    Error::ChatTemplate(
+                        "tokenizer_config.json's chat_template list has no {name, template} entry".into(),
+                    )
+                })?
             }
             Some(_) => {
                 return Err(Error::ChatTemplate(
@@ -156,11 +142,7 @@ impl ChatTemplate {
         // objects with a `content` field.
         let token_text = |key: &str| match config.get(key) {
             Some(serde_json::Value::String(text)) => text.clone(),
-            Some(object) => object
-                .get("content")
-                .and_then(|c| c.as_str())
-                .unwrap_or_default()
-                .to_string(),
+            Some(object) => object.get("content").and_then(|c| c.as_str()).unwrap_or_default().to_string(),
             None => String::new(),
         };
         Self::new(&source, &token_text("bos_token"), &token_text("eos_token"))
@@ -185,9 +167,7 @@ impl ChatTemplate {
 
     fn set_clock(&mut self, pinned: Option<i64>) {
         self.environment
-            .add_function("strftime_now", move |format: String| {
-                Ok(strftime(&format, pinned.unwrap_or_else(unix_now)))
-            });
+            .add_function("strftime_now", move |format: String| Ok(strftime(&format, pinned.unwrap_or_else(unix_now))));
     }
 
     pub fn bos_token(&self) -> &str {
@@ -201,10 +181,8 @@ impl ChatTemplate {
     /// The prompt for `messages`; with `add_generation_prompt`, ending in
     /// the opening of the assistant's reply.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        let template = self
-            .environment
-            .get_template(TEMPLATE_NAME)
-            .map_err(|e| template_error("template missing", e))?;
+        let template =
+            self.environment.get_template(TEMPLATE_NAME).map_err(|e| template_error("template missing", e))?;
         let messages: Vec<Value> = messages.iter().map(Message::to_value).collect();
         // Hugging Face passes `tools` and `documents` as None when unused;
         // templates test `tools is not none`, which undefined would pass.
@@ -216,9 +194,7 @@ impl ChatTemplate {
             ("tools", Value::from(())),
             ("documents", Value::from(())),
         ]);
-        template
-            .render(context)
-            .map_err(|e| template_error("rendering failed", DetailedError(e)))
+        template.render(context).map_err(|e| template_error("rendering failed", DetailedError(e)))
     }
 }
 
@@ -246,11 +222,7 @@ fn raise_exception(message: String) -> std::result::Result<Value, minijinja::Err
 /// `tojson` as Hugging Face defines it: `json.dumps(value, ensure_ascii=False,
 /// indent=indent)`, so `", "` and `": "` separators, keys in order, and no
 /// HTML escaping (minijinja's own escapes `<` for HTML).
-fn tojson(
-    value: &Value,
-    indent: Option<usize>,
-    kwargs: Kwargs,
-) -> std::result::Result<Value, minijinja::Error> {
+fn tojson(value: &Value, indent: Option<usize>, kwargs: Kwargs) -> std::result::Result<Value, minijinja::Error> {
     let _: Option<bool> = kwargs.get("ensure_ascii")?;
     let _: Option<bool> = kwargs.get("sort_keys")?;
     let indent = match kwargs.get::<Option<usize>>("indent")? {
@@ -263,18 +235,14 @@ fn tojson(
         Some(width) => {
             let spaces = " ".repeat(width);
             let formatter = serde_json::ser::PrettyFormatter::with_indent(spaces.as_bytes());
-            serde::Serialize::serialize(
-                value,
-                &mut serde_json::Serializer::with_formatter(&mut out, formatter),
-            )
+            serde::Serialize::serialize(value, &mut serde_json::Serializer::with_formatter(&mut out, formatter))
         }
         None => serde::Serialize::serialize(
             value,
             &mut serde_json::Serializer::with_formatter(&mut out, PythonJsonFormatter),
         ),
     };
-    result
-        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    result.map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
     let text = String::from_utf8(out)
         .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
     Ok(Value::from_safe_string(text))
@@ -284,34 +252,15 @@ fn tojson(
 struct PythonJsonFormatter;
 
 impl serde_json::ser::Formatter for PythonJsonFormatter {
-    fn begin_array_value<W: ?Sized + std::io::Write>(
-        &mut self,
-        writer: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            writer.write_all(b", ")
-        }
+    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, first: bool) -> std::io::Result<()> {
+        if first { Ok(()) } else { writer.write_all(b", ") }
     }
 
-    fn begin_object_key<W: ?Sized + std::io::Write>(
-        &mut self,
-        writer: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            writer.write_all(b", ")
-        }
+    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, first: bool) -> std::io::Result<()> {
+        if first { Ok(()) } else { writer.write_all(b", ") }
     }
 
-    fn begin_object_value<W: ?Sized + std::io::Write>(
-        &mut self,
-        writer: &mut W,
-    ) -> std::io::Result<()> {
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
         writer.write_all(b": ")
     }
 }
@@ -321,10 +270,7 @@ impl serde_json::ser::Formatter for PythonJsonFormatter {
 fn unix_now() -> i64 {
     #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
     {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
     }
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
     {
@@ -346,15 +292,7 @@ const MONTHS: [&str; 12] = [
     "November",
     "December",
 ];
-const WEEKDAYS: [&str; 7] = [
-    "Sunday",
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-];
+const WEEKDAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
 
 /// (year, month 1..=12, day 1..=31) of a day count since 1970-01-01, in the
 /// proleptic Gregorian calendar (days in 400-year eras of 146097 days).
@@ -362,16 +300,11 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let shifted = days + 719_468; // from 0000-03-01, so leap days end a year
     let era = shifted.div_euclid(146_097);
     let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_from_march = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    } as u32;
+    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 } as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -423,10 +356,7 @@ mod tests {
     fn strftime_matches_known_dates() {
         assert_eq!(strftime("%d %b %Y", 0), "01 Jan 1970");
         // 2024-07-26 12:34:56 UTC, a Friday.
-        assert_eq!(
-            strftime("%A %d %B %Y %H:%M:%S %%", 1_721_997_296),
-            "Friday 26 July 2024 12:34:56 %"
-        );
+        assert_eq!(strftime("%A %d %B %Y %H:%M:%S %%", 1_721_997_296), "Friday 26 July 2024 12:34:56 %");
         // A leap day and the day after.
         assert_eq!(strftime("%Y-%m-%d", 1_709_164_800), "2024-02-29");
         assert_eq!(strftime("%Y-%m-%d %a", 1_709_251_200), "2024-03-01 Fri");

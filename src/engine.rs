@@ -27,7 +27,10 @@ impl ModelFiles {
             let weights = ModelWeights::from_hf_dir(path)?;
             let tokenizer_path = path.join("tokenizer.json");
             let tokenizer = if tokenizer_path.exists() {
-                Some(Tokenizer::from_file(&tokenizer_path)?.with_special_ids(weights.config.bos_token_id, weights.config.stop_token_ids.clone()))
+                Some(
+                    Tokenizer::from_file(&tokenizer_path)?
+                        .with_special_ids(weights.config.bos_token_id, weights.config.stop_token_ids.clone()),
+                )
             } else {
                 log::warn!("{}: no tokenizer.json; only --tokens input will work", path.display());
                 None
@@ -74,7 +77,11 @@ pub fn tokenizer_from_gguf(g: &Gguf) -> Result<Option<Tokenizer>> {
         model: model.to_string(),
         pre: g.opt_str("tokenizer.ggml.pre")?.map(str::to_string),
         tokens: g.get_str_array("tokenizer.ggml.tokens")?.to_vec(),
-        merges: if g.contains_key("tokenizer.ggml.merges") { g.get_str_array("tokenizer.ggml.merges")?.to_vec() } else { Vec::new() },
+        merges: if g.contains_key("tokenizer.ggml.merges") {
+            g.get_str_array("tokenizer.ggml.merges")?.to_vec()
+        } else {
+            Vec::new()
+        },
         token_types: if g.contains_key("tokenizer.ggml.token_type") {
             Some(g.get_i64_array("tokenizer.ggml.token_type")?.into_iter().map(|v| v as i32).collect())
         } else {
@@ -82,7 +89,11 @@ pub fn tokenizer_from_gguf(g: &Gguf) -> Result<Option<Tokenizer>> {
         },
         bos_id: u32_key("tokenizer.ggml.bos_token_id")?,
         eos_id: u32_key("tokenizer.ggml.eos_token_id")?,
-        add_bos: if g.contains_key("tokenizer.ggml.add_bos_token") { Some(g.get_bool("tokenizer.ggml.add_bos_token")?) } else { None },
+        add_bos: if g.contains_key("tokenizer.ggml.add_bos_token") {
+            Some(g.get_bool("tokenizer.ggml.add_bos_token")?)
+        } else {
+            None
+        },
     };
     Ok(Some(Tokenizer::from_gguf_parts(vocab)?))
 }

@@ -19,31 +19,18 @@ pub enum Error {
     #[error("could not open a device on adapter '{adapter}': {reason}")]
     RequestDevice { adapter: String, reason: String },
 
-    #[error(
-        "buffer '{label}' needs {size} bytes but this device allows at most {limit} bytes per {what}{hint}"
-    )]
-    BufferTooLarge {
-        label: String,
-        size: u64,
-        limit: u64,
-        what: &'static str,
-        hint: &'static str,
-    },
+    #[error("buffer '{label}' needs {size} bytes but this device allows at most {limit} bytes per {what}{hint}")]
+    BufferTooLarge { label: String, size: u64, limit: u64, what: &'static str, hint: &'static str },
 
     #[error(
         "the adapter lacks the feature '{feature}' needed for {needed_for}; run without it (e.g. --portable) or use another adapter"
     )]
-    MissingFeature {
-        feature: &'static str,
-        needed_for: &'static str,
-    },
+    MissingFeature { feature: &'static str, needed_for: &'static str },
 
     #[error("GPU validation error in {context}: {message}")]
     Validation { context: String, message: String },
 
-    #[error(
-        "GPU out of memory in {context}: {message}. Try a smaller model or context, or another adapter"
-    )]
+    #[error("GPU out of memory in {context}: {message}. Try a smaller model or context, or another adapter")]
     OutOfMemory { context: String, message: String },
 
     #[error("the GPU device was lost ({reason}); restart the program")]
@@ -56,11 +43,7 @@ pub enum Error {
     Shape { op: &'static str, message: String },
 
     #[error("shader '{name}' failed to {stage}: {message}")]
-    Shader {
-        name: String,
-        stage: &'static str,
-        message: String,
-    },
+    Shader { name: String, stage: &'static str, message: String },
 
     #[error("tokenizer: {0}")]
     Tokenizer(String),
@@ -92,9 +75,6 @@ impl Error {
     }
 
     pub(crate) fn shape(op: &'static str, message: impl Into<String>) -> Self {
-        Error::Shape {
-            op,
-            message: message.into(),
-        }
+        Error::Shape { op, message: message.into() }
     }
 }

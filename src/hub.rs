@@ -43,7 +43,8 @@ fn download(repo_id: &str) -> Result<PathBuf> {
     }
     match repo.get("model.safetensors.index.json") {
         Ok(index) => {
-            let json = std::fs::read_to_string(&index).map_err(|source| Error::Io { path: index.display().to_string(), source })?;
+            let json = std::fs::read_to_string(&index)
+                .map_err(|source| Error::Io { path: index.display().to_string(), source })?;
             let parsed: serde_json::Value =
                 serde_json::from_str(&json).map_err(|e| Error::Invalid(format!("{}: {e}", index.display())))?;
             let mut shards: Vec<String> = parsed["weight_map"]

@@ -5,9 +5,9 @@
 pub mod chat;
 pub mod cpu;
 pub mod engine;
-pub mod hub;
 pub mod error;
 pub mod gpu;
+pub mod hub;
 pub mod loader;
 pub mod model;
 pub mod ops;

@@ -40,10 +40,7 @@ impl GpuArgs {
     fn options(&self) -> GpuOptions {
         GpuOptions {
             backend: self.backend,
-            adapter_filter: self
-                .adapter
-                .clone()
-                .or_else(|| std::env::var("DELTALLM_ADAPTER").ok()),
+            adapter_filter: self.adapter.clone().or_else(|| std::env::var("DELTALLM_ADAPTER").ok()),
             portable: self.portable,
         }
     }
@@ -183,10 +180,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("warn,wgpu_hal::gles=off"),
-    )
-    .init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,wgpu_hal::gles=off")).init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { gpu, all_limits } => info(&gpu, all_limits),
@@ -211,25 +205,15 @@ fn info(args: &GpuArgs, all_limits: bool) -> anyhow::Result<()> {
     let options = args.options();
     let adapters = pollster::block_on(gpu::list_adapters(options.backend));
     if adapters.is_empty() {
-        return Err(deltallm::Error::NoAdapter {
-            filter: String::new(),
-        }
-        .into());
+        return Err(deltallm::Error::NoAdapter { filter: String::new() }.into());
     }
     let chosen = gpu::choose_adapter(&adapters, options.adapter_filter.as_deref());
     for (i, a) in adapters.iter().enumerate() {
-        let mark = if Some(i) == chosen {
-            "  <- deltallm uses this one"
-        } else {
-            ""
-        };
+        let mark = if Some(i) == chosen { "  <- deltallm uses this one" } else { "" };
         println!("[{i}] {}{mark}", a.info.name);
         println!("    backend:     {:?}", a.info.backend);
         println!("    device type: {:?}", a.info.device_type);
-        println!(
-            "    vendor/device: {:#06x}/{:#06x}",
-            a.info.vendor, a.info.device
-        );
+        println!("    vendor/device: {:#06x}/{:#06x}", a.info.vendor, a.info.device);
         println!("    driver:      {} {}", a.info.driver, a.info.driver_info);
         let features = [
             ("shader-f16", wgpu::Features::SHADER_F16),
@@ -238,12 +222,7 @@ fn info(args: &GpuArgs, all_limits: bool) -> anyhow::Result<()> {
         ];
         let names: Vec<String> = features
             .iter()
-            .map(|(name, f)| {
-                format!(
-                    "{name}={}",
-                    if a.features.contains(*f) { "yes" } else { "no" }
-                )
-            })
+            .map(|(name, f)| format!("{name}={}", if a.features.contains(*f) { "yes" } else { "no" }))
             .collect();
         println!("    features:    {}", names.join(" "));
         let l = &a.limits;
@@ -296,7 +275,9 @@ fn info(args: &GpuArgs, all_limits: bool) -> anyhow::Result<()> {
 
 fn load_engine(gpu: &GpuArgs, model: &ModelArgs, all_logits: bool) -> anyhow::Result<Engine> {
     if model.model == DEFAULT_MODEL && !std::path::Path::new(DEFAULT_MODEL).exists() {
-        anyhow::bail!("the default model {DEFAULT_MODEL} is not there yet: run models/fetch-smollm2.sh (or pass -m MODEL)");
+        anyhow::bail!(
+            "the default model {DEFAULT_MODEL} is not there yet: run models/fetch-smollm2.sh (or pass -m MODEL)"
+        );
     }
     let path = deltallm::hub::resolve(&model.model)?;
     let start = std::time::Instant::now();
@@ -378,7 +359,13 @@ fn run(
     Ok(())
 }
 
-fn chat(gpu: &GpuArgs, model: &ModelArgs, sampling: &SamplingArgs, max_tokens: usize, system: Option<String>) -> anyhow::Result<()> {
+fn chat(
+    gpu: &GpuArgs,
+    model: &ModelArgs,
+    sampling: &SamplingArgs,
+    max_tokens: usize,
+    system: Option<String>,
+) -> anyhow::Result<()> {
     let mut engine = load_engine(gpu, model, false)?;
     let tokenizer = engine.tokenizer()?.clone();
     let mut messages: Vec<Message> = system.into_iter().map(Message::system).collect();
@@ -408,7 +395,13 @@ fn chat(gpu: &GpuArgs, model: &ModelArgs, sampling: &SamplingArgs, max_tokens: u
     }
 }
 
-fn logits(gpu: &GpuArgs, model: &ModelArgs, prompt: &PromptArgs, top_k: usize, all_positions: bool) -> anyhow::Result<()> {
+fn logits(
+    gpu: &GpuArgs,
+    model: &ModelArgs,
+    prompt: &PromptArgs,
+    top_k: usize,
+    all_positions: bool,
+) -> anyhow::Result<()> {
     let mut engine = load_engine(gpu, model, all_positions)?;
     let ids = prompt_tokens(&engine, prompt, false)?;
     let vocab = engine.model.config.vocab_size;

@@ -43,13 +43,7 @@ pub struct SamplerConfig {
 
 impl Default for SamplerConfig {
     fn default() -> Self {
-        SamplerConfig {
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            repetition_penalty: 1.0,
-            seed: 0,
-        }
+        SamplerConfig { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, seed: 0 }
     }
 }
 
@@ -84,10 +78,7 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(config: SamplerConfig) -> Self {
-        Sampler {
-            config,
-            rng: SplitMix64 { state: config.seed },
-        }
+        Sampler { config, rng: SplitMix64 { state: config.seed } }
     }
 
     pub fn config(&self) -> &SamplerConfig {
@@ -118,16 +109,9 @@ impl Sampler {
     /// only if no candidate is a number.
     pub fn sample_candidates(&mut self, candidates: &[(u32, f32)], recent_tokens: &[u32]) -> u32 {
         let penalty = self.penalty();
-        let pairs = candidates
-            .iter()
-            .filter(|(id, _)| *id != NONE)
-            .map(|&(id, v)| {
-                if penalty != 1.0 && recent_tokens.contains(&id) {
-                    (id, penalise(v, penalty))
-                } else {
-                    (id, v)
-                }
-            });
+        let pairs = candidates.iter().filter(|(id, _)| *id != NONE).map(|&(id, v)| {
+            if penalty != 1.0 && recent_tokens.contains(&id) { (id, penalise(v, penalty)) } else { (id, v) }
+        });
         self.sample_pairs(pairs)
     }
 
@@ -146,11 +130,7 @@ impl Sampler {
         if self.greedy() || self.config.top_k == 1 {
             return best_of(pairs).map_or(NONE, |(id, _)| id);
         }
-        let keep = if self.config.top_k == 0 {
-            usize::MAX
-        } else {
-            self.config.top_k
-        };
+        let keep = if self.config.top_k == 0 { usize::MAX } else { self.config.top_k };
         // Sorted best first, NaN dropped.
         let mut kept = top_k_of(pairs, keep);
         let Some(&(best_id, best_logit)) = kept.first() else {
@@ -161,10 +141,8 @@ impl Sampler {
             return best_id;
         }
         let inverse_temperature = 1.0 / self.config.temperature as f64;
-        let mut weights: Vec<f64> = kept
-            .iter()
-            .map(|&(_, v)| ((v as f64 - best_logit as f64) * inverse_temperature).exp())
-            .collect();
+        let mut weights: Vec<f64> =
+            kept.iter().map(|&(_, v)| ((v as f64 - best_logit as f64) * inverse_temperature).exp()).collect();
         let total: f64 = weights.iter().sum();
         let top_p = self.config.top_p;
         if top_p < 1.0 {
@@ -194,11 +172,7 @@ impl Sampler {
 
 /// Hugging Face's repetition penalty: always moves the logit down for penalty > 1.
 fn penalise(logit: f32, penalty: f32) -> f32 {
-    if logit > 0.0 {
-        logit / penalty
-    } else {
-        logit * penalty
-    }
+    if logit > 0.0 { logit / penalty } else { logit * penalty }
 }
 
 #[cfg(test)]
@@ -208,19 +182,11 @@ mod tests {
 
     fn random_logits(seed: u64, n: usize) -> Vec<f32> {
         let mut rng = SplitMix64 { state: seed };
-        (0..n)
-            .map(|_| (rng.next_f64() * 8.0 - 4.0) as f32)
-            .collect()
+        (0..n).map(|_| (rng.next_f64() * 8.0 - 4.0) as f32).collect()
     }
 
     fn sampling(temperature: f32, top_k: usize, top_p: f32, seed: u64) -> SamplerConfig {
-        SamplerConfig {
-            temperature,
-            top_k,
-            top_p,
-            repetition_penalty: 1.0,
-            seed,
-        }
+        SamplerConfig { temperature, top_k, top_p, repetition_penalty: 1.0, seed }
     }
 
     fn softmax(logits: &[f32]) -> Vec<f64> {
@@ -230,12 +196,7 @@ mod tests {
         e.iter().map(|v| v / s).collect()
     }
 
-    fn frequencies(
-        sampler: &mut Sampler,
-        logits: &[f32],
-        recent: &[u32],
-        draws: usize,
-    ) -> Vec<f64> {
+    fn frequencies(sampler: &mut Sampler, logits: &[f32], recent: &[u32], draws: usize) -> Vec<f64> {
         let mut counts = vec![0usize; logits.len()];
         for _ in 0..draws {
             counts[sampler.sample(logits, recent) as usize] += 1;
@@ -247,10 +208,7 @@ mod tests {
     fn greedy_is_argmax() {
         for seed in 1..20 {
             let logits = random_logits(seed, 1000);
-            let mut sampler = Sampler::new(SamplerConfig {
-                seed,
-                ..Default::default()
-            });
+            let mut sampler = Sampler::new(SamplerConfig { seed, ..Default::default() });
             assert_eq!(sampler.sample(&logits, &[]), argmax(&logits).unwrap());
         }
         let mut sampler = Sampler::new(SamplerConfig::default());
@@ -264,9 +222,7 @@ mod tests {
         let logits = random_logits(7, 500);
         let run = |seed| {
             let mut sampler = Sampler::new(sampling(1.5, 0, 1.0, seed));
-            (0..64)
-                .map(|_| sampler.sample(&logits, &[]))
-                .collect::<Vec<u32>>()
+            (0..64).map(|_| sampler.sample(&logits, &[])).collect::<Vec<u32>>()
         };
         assert_eq!(run(42), run(42));
         assert_ne!(run(42), run(43));
@@ -303,24 +259,10 @@ mod tests {
     #[test]
     fn temperature_sharpens_and_flattens() {
         let logits = [1.0f32, 2.0, 0.5, -1.0];
-        let cold = frequencies(
-            &mut Sampler::new(sampling(0.5, 0, 1.0, 5)),
-            &logits,
-            &[],
-            50_000,
-        );
-        let hot = frequencies(
-            &mut Sampler::new(sampling(2.0, 0, 1.0, 5)),
-            &logits,
-            &[],
-            50_000,
-        );
+        let cold = frequencies(&mut Sampler::new(sampling(0.5, 0, 1.0, 5)), &logits, &[], 50_000);
+        let hot = frequencies(&mut Sampler::new(sampling(2.0, 0, 1.0, 5)), &logits, &[], 50_000);
         let scaled = |t: f32| softmax(&logits.map(|v| v / t));
-        for (g, p) in cold
-            .iter()
-            .zip(scaled(0.5))
-            .chain(hot.iter().zip(scaled(2.0)))
-        {
+        for (g, p) in cold.iter().zip(scaled(0.5)).chain(hot.iter().zip(scaled(2.0))) {
             assert!((g - p).abs() < 0.01, "frequency {g} vs probability {p}");
         }
     }
@@ -340,17 +282,9 @@ mod tests {
     #[test]
     fn repetition_penalty_lowers_a_repeated_token() {
         let logits = [1.0f32, 2.0, 0.5, -1.0];
-        let config = SamplerConfig {
-            repetition_penalty: 1.5,
-            ..sampling(1.0, 0, 1.0, 77)
-        };
+        let config = SamplerConfig { repetition_penalty: 1.5, ..sampling(1.0, 0, 1.0, 77) };
         let draws = 50_000;
-        let plain = frequencies(
-            &mut Sampler::new(sampling(1.0, 0, 1.0, 77)),
-            &logits,
-            &[],
-            draws,
-        );
+        let plain = frequencies(&mut Sampler::new(sampling(1.0, 0, 1.0, 77)), &logits, &[], draws);
         // Token 1 twice in the history: penalised once, like Hugging Face.
         let penalised = frequencies(&mut Sampler::new(config), &logits, &[1, 3, 1], draws);
         let mut expected = logits;
@@ -361,10 +295,7 @@ mod tests {
             assert!((g - p).abs() < 0.01, "frequency {g} vs probability {p}");
         }
         // Greedy changes its answer once the leader is penalised enough.
-        let greedy = SamplerConfig {
-            repetition_penalty: 3.0,
-            ..Default::default()
-        };
+        let greedy = SamplerConfig { repetition_penalty: 3.0, ..Default::default() };
         assert_eq!(Sampler::new(greedy).sample(&logits, &[]), 1);
         assert_eq!(Sampler::new(greedy).sample(&logits, &[1]), 0);
     }
@@ -373,30 +304,21 @@ mod tests {
     fn candidates_sample_like_the_full_vector() {
         let logits = random_logits(3, 2000);
         let candidates = crate::cpu::sampling::top_k(&logits, 40);
-        let config = SamplerConfig {
-            repetition_penalty: 1.3,
-            ..sampling(0.8, 20, 0.9, 11)
-        };
+        let config = SamplerConfig { repetition_penalty: 1.3, ..sampling(0.8, 20, 0.9, 11) };
         // With the GPU's k = 40 above the sampler's top_k = 20, penalising can
         // only reorder tokens that were read back, so both paths agree exactly.
         let recent = [candidates[0].0, candidates[5].0, 17];
         let mut full = Sampler::new(config);
         let mut from_candidates = Sampler::new(config);
         for _ in 0..200 {
-            assert_eq!(
-                full.sample(&logits, &recent),
-                from_candidates.sample_candidates(&candidates, &recent)
-            );
+            assert_eq!(full.sample(&logits, &recent), from_candidates.sample_candidates(&candidates, &recent));
         }
         // GPU padding is ignored.
         let mut padded = candidates[..2].to_vec();
         padded.push((NONE, f32::NEG_INFINITY));
         let mut greedy = Sampler::new(SamplerConfig::default());
         assert_eq!(greedy.sample_candidates(&padded, &[]), candidates[0].0);
-        assert_eq!(
-            greedy.sample_candidates(&[(NONE, f32::NEG_INFINITY)], &[]),
-            NONE
-        );
+        assert_eq!(greedy.sample_candidates(&[(NONE, f32::NEG_INFINITY)], &[]), NONE);
     }
 
     #[test]

@@ -44,15 +44,11 @@ pub const SHADERS: &[Shader] = &[
 ];
 
 pub fn source(name: &str) -> Result<&'static str> {
-    SHADERS
-        .iter()
-        .find(|s| s.name == name)
-        .map(|s| s.source)
-        .ok_or_else(|| Error::Shader {
-            name: name.to_string(),
-            stage: "find",
-            message: "not in the shader registry (src/shaders.rs)".into(),
-        })
+    SHADERS.iter().find(|s| s.name == name).map(|s| s.source).ok_or_else(|| Error::Shader {
+        name: name.to_string(),
+        stage: "find",
+        message: "not in the shader registry (src/shaders.rs)".into(),
+    })
 }
 
 /// The source of `name` with `defines` applied.
@@ -83,17 +79,13 @@ pub fn preprocess(source: &str, defines: &[&str]) -> std::result::Result<String,
         } else if let Some(rest) = t.strip_prefix("#ifndef ") {
             stack.push((!defines.contains(&rest.trim()), false));
         } else if t.starts_with("#else") {
-            let top = stack
-                .last_mut()
-                .ok_or(format!("line {}: #else without #ifdef", lineno + 1))?;
+            let top = stack.last_mut().ok_or(format!("line {}: #else without #ifdef", lineno + 1))?;
             if top.1 {
                 return Err(format!("line {}: second #else", lineno + 1));
             }
             *top = (!top.0, true);
         } else if t.starts_with("#endif") {
-            stack
-                .pop()
-                .ok_or(format!("line {}: #endif without #ifdef", lineno + 1))?;
+            stack.pop().ok_or(format!("line {}: #endif without #ifdef", lineno + 1))?;
         } else if t.starts_with('#') {
             return Err(format!("line {}: unknown directive '{t}'", lineno + 1));
         } else if active(&stack) {
@@ -113,14 +105,10 @@ pub fn preprocess(source: &str, defines: &[&str]) -> std::result::Result<String,
 
 /// Parse and validate one WGSL source with naga (no GPU needed).
 pub fn validate(name: &str, wgsl: &str) -> std::result::Result<(), String> {
-    let module =
-        naga::front::wgsl::parse_str(wgsl).map_err(|e| e.emit_to_string_with_path(wgsl, name))?;
-    naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::all(),
-    )
-    .validate(&module)
-    .map_err(|e| e.emit_to_string_with_path(wgsl, name))?;
+    let module = naga::front::wgsl::parse_str(wgsl).map_err(|e| e.emit_to_string_with_path(wgsl, name))?;
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+        .validate(&module)
+        .map_err(|e| e.emit_to_string_with_path(wgsl, name))?;
     Ok(())
 }
 
@@ -158,10 +146,7 @@ mod tests {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "wgsl") {
                 let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
-                assert!(
-                    SHADERS.iter().any(|s| s.name == stem),
-                    "{stem}.wgsl is not in SHADERS"
-                );
+                assert!(SHADERS.iter().any(|s| s.name == stem), "{stem}.wgsl is not in SHADERS");
             }
         }
     }

@@ -47,14 +47,8 @@ pub mod token_type {
 /// Names of end-of-turn tokens that stop generation besides EOS, for the
 /// vocabularies this crate meets (Llama 3: `<|eot_id|>`, `<|eom_id|>`;
 /// ChatML models such as SmolLM2: `<|im_end|>`).
-const END_OF_TURN_TOKENS: &[&str] = &[
-    "<|eot_id|>",
-    "<|eom_id|>",
-    "<|end_of_text|>",
-    "<|im_end|>",
-    "<|endoftext|>",
-    "</s>",
-];
+const END_OF_TURN_TOKENS: &[&str] =
+    &["<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>", "</s>"];
 
 /// Names of BOS tokens, tried in order when a tokenizer.json is loaded
 /// without its config.
@@ -97,9 +91,7 @@ impl PreTokenizerKind {
     fn from_gguf(pre: Option<&str>) -> Result<Self> {
         match pre {
             Some("llama3" | "llama-v3" | "llama-bpe" | "falcon3") => Ok(Self::Llama3),
-            Some("smollm" | "starcoder" | "refact" | "command-r" | "codeshell") => {
-                Ok(Self::Gpt2SingleDigits)
-            }
+            Some("smollm" | "starcoder" | "refact" | "command-r" | "codeshell") => Ok(Self::Gpt2SingleDigits),
             Some("gpt2" | "gpt-2" | "phi-2" | "mpt" | "olmo") => Ok(Self::Gpt2),
             None | Some("default") => {
                 log::warn!(
@@ -129,12 +121,9 @@ impl PreTokenizerKind {
         let byte_level = |use_regex| ByteLevel::new(false, true, use_regex);
         let parts: Vec<PreTokenizerWrapper> = match self {
             Self::Llama3 => {
-                let split = Split::new(
-                    SplitPattern::Regex(LLAMA3_SPLIT_REGEX.into()),
-                    SplitDelimiterBehavior::Isolated,
-                    false,
-                )
-                .map_err(|e| Error::Tokenizer(format!("building the Llama 3 split: {e}")))?;
+                let split =
+                    Split::new(SplitPattern::Regex(LLAMA3_SPLIT_REGEX.into()), SplitDelimiterBehavior::Isolated, false)
+                        .map_err(|e| Error::Tokenizer(format!("building the Llama 3 split: {e}")))?;
                 vec![split.into(), byte_level(false).into()]
             }
             Self::Gpt2SingleDigits => vec![Digits::new(true).into(), byte_level(true).into()],
@@ -177,10 +166,7 @@ impl Tokenizer {
     /// Loads a Hugging Face `tokenizer.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
         Self::from_bytes(&bytes).map_err(|e| match e {
             Error::Tokenizer(message) => Error::Tokenizer(format!("{}: {message}", path.display())),
             other => other,
@@ -191,8 +177,8 @@ impl Tokenizer {
     /// ids are guessed from well-known token names; override them with
     /// [`Tokenizer::with_special_ids`] when the model's config says otherwise.
     pub fn from_bytes(json: &[u8]) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(json)
-            .map_err(|e| tokenizer_error("not a valid tokenizer.json", e))?;
+        let inner =
+            tokenizers::Tokenizer::from_bytes(json).map_err(|e| tokenizer_error("not a valid tokenizer.json", e))?;
         let bos_id = BOS_TOKENS.iter().find_map(|t| inner.token_to_id(t));
         Ok(Self::assemble(inner, None, bos_id, None))
     }
@@ -212,10 +198,7 @@ impl Tokenizer {
         if let Some(types) = &vocab.token_types
             && types.len() != token_count
         {
-            return Err(Error::Tokenizer(format!(
-                "GGUF has {} token types for {token_count} tokens",
-                types.len()
-            )));
+            return Err(Error::Tokenizer(format!("GGUF has {} token types for {token_count} tokens", types.len())));
         }
         for (name, id) in [("bos", vocab.bos_id), ("eos", vocab.eos_id)] {
             if let Some(id) = id
@@ -240,9 +223,7 @@ impl Tokenizer {
                 merge
                     .split_once(' ')
                     .map(|(left, right)| (left.to_string(), right.to_string()))
-                    .ok_or_else(|| {
-                        Error::Tokenizer(format!("GGUF merge {merge:?} is not 'left right'"))
-                    })
+                    .ok_or_else(|| Error::Tokenizer(format!("GGUF merge {merge:?} is not 'left right'")))
             })
             .collect::<Result<Vec<_>>>()?;
         let model = BPE::builder()
@@ -252,9 +233,7 @@ impl Tokenizer {
             .map_err(|e| tokenizer_error("building BPE from the GGUF vocabulary", e))?;
 
         let mut inner = tokenizers::Tokenizer::new(model);
-        inner
-            .with_pre_tokenizer(Some(kind.build()?))
-            .with_decoder(Some(ByteLevel::default()));
+        inner.with_pre_tokenizer(Some(kind.build()?)).with_decoder(Some(ByteLevel::default()));
         // Control and user-defined tokens are matched in the text before
         // the split, so `<|im_start|>` is one id and not seven pieces.
         if let Some(types) = &vocab.token_types {
@@ -264,15 +243,11 @@ impl Tokenizer {
                 .zip(types)
                 .filter_map(|(token, &kind)| match kind {
                     token_type::CONTROL => Some(AddedToken::from(token.clone(), true)),
-                    token_type::USER_DEFINED => {
-                        Some(AddedToken::from(token.clone(), false).normalized(false))
-                    }
+                    token_type::USER_DEFINED => Some(AddedToken::from(token.clone(), false).normalized(false)),
                     _ => None,
                 })
                 .collect();
-            inner
-                .add_tokens(added)
-                .map_err(|e| tokenizer_error("adding the GGUF special tokens", e))?;
+            inner.add_tokens(added).map_err(|e| tokenizer_error("adding the GGUF special tokens", e))?;
         }
 
         let add_bos = vocab.add_bos.unwrap_or(kind.adds_bos_by_default());
@@ -285,12 +260,7 @@ impl Tokenizer {
             }
             (false, _) => None,
         };
-        Ok(Self::assemble(
-            inner,
-            prepend_bos,
-            vocab.bos_id,
-            vocab.eos_id,
-        ))
+        Ok(Self::assemble(inner, prepend_bos, vocab.bos_id, vocab.eos_id))
     }
 
     fn assemble(
@@ -311,13 +281,7 @@ impl Tokenizer {
             Some(DecoderWrapper::ByteLevel(_)) => Some(byte_level_decoder()),
             _ => None,
         };
-        Self {
-            inner,
-            prepend_bos,
-            bos_id,
-            stop_ids,
-            byte_decoder,
-        }
+        Self { inner, prepend_bos, bos_id, stop_ids, byte_decoder }
     }
 
     /// Overrides the BOS id and the ids that end generation (from the
@@ -334,10 +298,7 @@ impl Tokenizer {
     /// Text to ids. `add_special` puts the model's BOS in front (if it uses
     /// one); special tokens written in the text are always single ids.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        let encoding = self
-            .inner
-            .encode_fast(text, add_special)
-            .map_err(|e| tokenizer_error("encoding failed", e))?;
+        let encoding = self.inner.encode_fast(text, add_special).map_err(|e| tokenizer_error("encoding failed", e))?;
         let mut ids = Vec::with_capacity(encoding.len() + 1);
         if add_special && let Some(bos) = self.prepend_bos {
             ids.push(bos);
@@ -355,17 +316,13 @@ impl Tokenizer {
     /// Ids to text, leaving out special tokens when `skip_special`.
     pub fn decode_with(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         self.check_ids(ids)?;
-        self.inner
-            .decode(ids, skip_special)
-            .map_err(|e| tokenizer_error("decoding failed", e))
+        self.inner.decode(ids, skip_special).map_err(|e| tokenizer_error("decoding failed", e))
     }
 
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
         let size = self.vocab_size();
         match ids.iter().find(|&&id| id as usize >= size) {
-            Some(id) => Err(Error::Tokenizer(format!(
-                "token id {id} is outside the vocabulary of {size} tokens"
-            ))),
+            Some(id) => Err(Error::Tokenizer(format!("token id {id} is outside the vocabulary of {size} tokens"))),
             None => Ok(()),
         }
     }
@@ -400,9 +357,7 @@ impl Tokenizer {
     }
 
     pub fn is_special(&self, id: u32) -> bool {
-        self.inner
-            .id_to_token(id)
-            .is_some_and(|t| self.inner.get_added_vocabulary().is_special_token(&t))
+        self.inner.id_to_token(id).is_some_and(|t| self.inner.get_added_vocabulary().is_special_token(&t))
     }
 
     /// The raw bytes one token stands for, when the tokenizer is byte-level.
@@ -411,10 +366,7 @@ impl Tokenizer {
     pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
         let byte_decoder = self.byte_decoder.as_ref()?;
         let token = self.inner.id_to_token(id)?;
-        let mapped: Option<Vec<u8>> = token
-            .chars()
-            .map(|c| byte_decoder.get(&c).copied())
-            .collect();
+        let mapped: Option<Vec<u8>> = token.chars().map(|c| byte_decoder.get(&c).copied()).collect();
         Some(mapped.unwrap_or_else(|| token.into_bytes()))
     }
 
@@ -464,13 +416,7 @@ pub struct TokenStream<'a> {
 
 impl<'a> TokenStream<'a> {
     pub fn new(tokenizer: &'a Tokenizer, skip_special: bool) -> Self {
-        Self {
-            tokenizer,
-            skip_special,
-            pending: Vec::new(),
-            window: Vec::new(),
-            emitted: 0,
-        }
+        Self { tokenizer, skip_special, pending: Vec::new(), window: Vec::new(), emitted: 0 }
     }
 
     /// Adds one id; returns the text it completes (often empty while a
@@ -494,12 +440,8 @@ impl<'a> TokenStream<'a> {
         let mut text = String::from_utf8_lossy(&self.pending).into_owned();
         self.pending.clear();
         if !self.window.is_empty() {
-            let seen = self
-                .tokenizer
-                .decode_with(&self.window[..self.emitted], self.skip_special)?;
-            let all = self
-                .tokenizer
-                .decode_with(&self.window, self.skip_special)?;
+            let seen = self.tokenizer.decode_with(&self.window[..self.emitted], self.skip_special)?;
+            let all = self.tokenizer.decode_with(&self.window, self.skip_special)?;
             text.push_str(all.get(seen.len()..).unwrap_or_default());
             self.window.clear();
             self.emitted = 0;
@@ -542,16 +484,9 @@ impl<'a> TokenStream<'a> {
 
     fn push_window(&mut self, id: u32) -> Result<String> {
         self.window.push(id);
-        let seen = self
-            .tokenizer
-            .decode_with(&self.window[..self.emitted], self.skip_special)?;
-        let all = self
-            .tokenizer
-            .decode_with(&self.window, self.skip_special)?;
-        if all.len() <= seen.len()
-            || all.ends_with(char::REPLACEMENT_CHARACTER)
-            || !all.is_char_boundary(seen.len())
-        {
+        let seen = self.tokenizer.decode_with(&self.window[..self.emitted], self.skip_special)?;
+        let all = self.tokenizer.decode_with(&self.window, self.skip_special)?;
+        if all.len() <= seen.len() || all.ends_with(char::REPLACEMENT_CHARACTER) || !all.is_char_boundary(seen.len()) {
             return Ok(String::new());
         }
         let text = all[seen.len()..].to_string();
@@ -583,17 +518,10 @@ mod tests {
 
     #[test]
     fn unknown_gguf_types_are_errors() {
-        let vocab = GgufVocab {
-            model: "llama".into(),
-            ..Default::default()
-        };
+        let vocab = GgufVocab { model: "llama".into(), ..Default::default() };
         let error = Tokenizer::from_gguf_parts(vocab).unwrap_err().to_string();
         assert!(error.contains("'llama'"), "{error}");
-        let vocab = GgufVocab {
-            model: "gpt2".into(),
-            pre: Some("mystery".into()),
-            ..Default::default()
-        };
+        let vocab = GgufVocab { model: "gpt2".into(), pre: Some("mystery".into()), ..Default::default() };
         let error = Tokenizer::from_gguf_parts(vocab).unwrap_err().to_string();
         assert!(error.contains("'mystery'"), "{error}");
     }
@@ -609,25 +537,13 @@ mod tests {
             ..Default::default()
         };
         assert!(Tokenizer::from_gguf_parts(base.clone()).is_ok());
-        let no_space = GgufVocab {
-            merges: vec!["ab".into()],
-            ..base.clone()
-        };
+        let no_space = GgufVocab { merges: vec!["ab".into()], ..base.clone() };
         assert!(Tokenizer::from_gguf_parts(no_space).is_err());
-        let unknown_piece = GgufVocab {
-            merges: vec!["a c".into()],
-            ..base.clone()
-        };
+        let unknown_piece = GgufVocab { merges: vec!["a c".into()], ..base.clone() };
         assert!(Tokenizer::from_gguf_parts(unknown_piece).is_err());
-        let bad_bos = GgufVocab {
-            bos_id: Some(7),
-            ..base.clone()
-        };
+        let bad_bos = GgufVocab { bos_id: Some(7), ..base.clone() };
         assert!(Tokenizer::from_gguf_parts(bad_bos).is_err());
-        let short_types = GgufVocab {
-            token_types: Some(vec![1]),
-            ..base.clone()
-        };
+        let short_types = GgufVocab { token_types: Some(vec![1]), ..base.clone() };
         assert!(Tokenizer::from_gguf_parts(short_types).is_err());
         let tokenizer = Tokenizer::from_gguf_parts(base).unwrap();
         assert!(tokenizer.decode(&[99]).is_err());

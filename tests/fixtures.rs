@@ -203,16 +203,27 @@ fn smollm2_teacher_forcing_agrees_with_llama_cpp() {
             } else {
                 let ref_ids: Vec<u64> = (0..5).map(|j| case["top5"][t][j][0].as_u64().unwrap()).collect();
                 let ref_vals: Vec<f64> = (0..5).map(|j| case["top5"][t][j][1].as_f64().unwrap()).collect();
-                eprintln!("  disagree at {t}: margin {} ours {ours} ({}) ref {ref_ids:?} {ref_vals:?} ours-logits-of-ref {:?}", margins[t], row[ours], ref_ids.iter().map(|&i| row[i as usize]).collect::<Vec<_>>());
+                eprintln!(
+                    "  disagree at {t}: margin {} ours {ours} ({}) ref {ref_ids:?} {ref_vals:?} ours-logits-of-ref {:?}",
+                    margins[t],
+                    row[ours],
+                    ref_ids.iter().map(|&i| row[i as usize]).collect::<Vec<_>>()
+                );
             }
             if margins[t] > 1.0 {
                 confident += 1;
-                assert_eq!(ours, expected_top1, "position {t} of {:?}: llama.cpp is sure (margin {})", &case["text"], margins[t]);
+                assert_eq!(
+                    ours, expected_top1,
+                    "position {t} of {:?}: llama.cpp is sure (margin {})",
+                    &case["text"], margins[t]
+                );
             }
         }
     }
     let rate = agree as f64 / positions as f64;
-    eprintln!("SmolLM2 teacher forcing: top-1 agrees at {agree}/{positions} = {rate:.4} ({confident} confident positions all agree)");
+    eprintln!(
+        "SmolLM2 teacher forcing: top-1 agrees at {agree}/{positions} = {rate:.4} ({confident} confident positions all agree)"
+    );
     assert!(positions >= 256);
     // The issue asks for 0.98; we measure 0.958. Every disagreement is at a
     // llama.cpp margin below 0.36 logits, our GPU logits equal the f64 CPU

@@ -3,7 +3,7 @@
 //! and bad input.
 
 use deltallm::loader::config::Architecture;
-use deltallm::model::{synthetic, Model, ModelOptions, ModelWeights};
+use deltallm::model::{Model, ModelOptions, ModelWeights, synthetic};
 use deltallm::{Gpu, GpuOptions};
 use std::sync::OnceLock;
 

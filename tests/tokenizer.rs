@@ -90,11 +90,7 @@ fn tiny_vocab() -> TinyVocab {
         tokens.push(special.to_string());
         types.push(token_type::CONTROL);
     }
-    TinyVocab {
-        tokens,
-        merges,
-        types,
-    }
+    TinyVocab { tokens, merges, types }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -115,12 +111,8 @@ fn tokenizer_json(pre: Pre) -> String {
                    "rstrip": false, "normalized": false, "special": true})
         })
         .collect();
-    let model_vocab: serde_json::Map<String, serde_json::Value> = vocab
-        .tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), json!(i)))
-        .collect();
+    let model_vocab: serde_json::Map<String, serde_json::Value> =
+        vocab.tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
     let (pre_tokenizer, post_processor, ignore_merges) = match pre {
         Pre::Llama3 => (
             json!({"type": "Sequence", "pretokenizers": [
@@ -215,9 +207,7 @@ const TRICKY: &[&str] = &[
 ];
 
 fn names(tokenizer: &Tokenizer, ids: &[u32]) -> Vec<String> {
-    ids.iter()
-        .map(|&id| tokenizer.id_to_token(id).unwrap())
-        .collect()
+    ids.iter().map(|&id| tokenizer.id_to_token(id).unwrap()).collect()
 }
 
 #[test]
@@ -277,10 +267,7 @@ fn bos_only_where_the_model_adds_it() {
         assert_eq!(tokenizer.encode("", true).unwrap(), vec![bos]);
     }
     for tokenizer in [from_json(Pre::SmolLm), from_gguf(Pre::SmolLm)] {
-        assert_eq!(
-            tokenizer.encode("hello", true).unwrap(),
-            tokenizer.encode("hello", false).unwrap()
-        );
+        assert_eq!(tokenizer.encode("hello", true).unwrap(), tokenizer.encode("hello", false).unwrap());
     }
 }
 
@@ -294,16 +281,10 @@ fn pre_tokenizers_split_digits_and_words_like_their_models() {
     // only through merges.
     let smol = from_gguf(Pre::SmolLm);
     let ids = smol.encode("12345world", false).unwrap();
-    assert_eq!(
-        names(&smol, &ids),
-        ["1", "2", "3", "4", "5", "w", "o", "r", "l", "d"]
-    );
+    assert_eq!(names(&smol, &ids), ["1", "2", "3", "4", "5", "w", "o", "r", "l", "d"]);
     // Shared merges, and multi-byte pieces.
     let ids = llama.encode("hello the 中", false).unwrap();
-    assert_eq!(
-        names(&llama, &ids),
-        ["hello", "Ġthe", "Ġ", "ä¸", &byte_string("中")[4..]]
-    );
+    assert_eq!(names(&llama, &ids), ["hello", "Ġthe", "Ġ", "ä¸", &byte_string("中")[4..]]);
 }
 
 #[test]
@@ -314,9 +295,7 @@ fn stop_ids_include_end_of_turn_tokens() {
     for token in ["<|eot_id|>", "<|im_end|>"] {
         assert!(llama.stop_ids().contains(&id(token)));
     }
-    let overridden = llama
-        .clone()
-        .with_special_ids(Some(id("<|im_start|>")), vec![id("<|eot_id|>")]);
+    let overridden = llama.clone().with_special_ids(Some(id("<|im_start|>")), vec![id("<|eot_id|>")]);
     assert_eq!(overridden.stop_ids(), &[id("<|eot_id|>")]);
     assert_eq!(overridden.encode("x", true).unwrap()[0], id("<|im_start|>"));
 }
@@ -362,15 +341,10 @@ fn streaming_invalid_bytes_match_decode() {
         tokenizer.token_to_id(&name).unwrap()
     };
     let cases: Vec<Vec<u32>> = vec![
-        vec![piece(&[0xF0, 0x9F]), piece(b"A")], // cut short, then ASCII
-        vec![piece(b"x"), piece(&[0xF0, 0x9F])], // cut short at the end
+        vec![piece(&[0xF0, 0x9F]), piece(b"A")],           // cut short, then ASCII
+        vec![piece(b"x"), piece(&[0xF0, 0x9F])],           // cut short at the end
         vec![piece(&[0x80]), piece(&[0xFF]), piece(b"o")], // never valid
-        vec![
-            piece(&[0xE4, 0xB8]),
-            piece(&[0xF0, 0x9F]),
-            piece(&[0x98]),
-            piece(&[0x80]),
-        ],
+        vec![piece(&[0xE4, 0xB8]), piece(&[0xF0, 0x9F]), piece(&[0x98]), piece(&[0x80])],
     ];
     for ids in cases {
         let (streamed, _) = stream_all(&tokenizer, &ids, false);
@@ -394,10 +368,7 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(Tokenizer::from_bytes(b"{}").is_err());
     assert!(Tokenizer::from_bytes(br#"{"model": {"type": "BPE", "vocab": 3}}"#).is_err());
     let missing = Tokenizer::from_file("/nonexistent/tokenizer.json").unwrap_err();
-    assert!(
-        missing.to_string().contains("/nonexistent/tokenizer.json"),
-        "{missing}"
-    );
+    assert!(missing.to_string().contains("/nonexistent/tokenizer.json"), "{missing}");
     let tokenizer = from_gguf(Pre::Llama3);
     let out_of_range = tokenizer.vocab_size() as u32;
     assert!(tokenizer.decode(&[out_of_range]).is_err());
@@ -470,9 +441,8 @@ fn conversation() -> Vec<Message> {
 
 #[test]
 fn llama32_template_renders_exactly() {
-    let template = ChatTemplate::from_gguf(LLAMA32_TEMPLATE, "<|begin_of_text|>", "<|eot_id|>")
-        .unwrap()
-        .with_clock(JULY_26_2024);
+    let template =
+        ChatTemplate::from_gguf(LLAMA32_TEMPLATE, "<|begin_of_text|>", "<|eot_id|>").unwrap().with_clock(JULY_26_2024);
     let prompt = template.render(&conversation(), true).unwrap();
     assert_eq!(
         prompt,
@@ -484,10 +454,7 @@ fn llama32_template_renders_exactly() {
          <|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|>\
          <|start_header_id|>assistant<|end_header_id|>\n\n"
     );
-    let error = template
-        .render(&[Message::new("tool", "x")], false)
-        .unwrap_err()
-        .to_string();
+    let error = template.render(&[Message::new("tool", "x")], false).unwrap_err().to_string();
     assert!(error.contains("unknown role tool"), "{error}");
 }
 
@@ -503,9 +470,7 @@ fn smollm2_template_renders_exactly() {
     let template = ChatTemplate::from_tokenizer_config(SMOLLM2_CONFIG).unwrap();
     assert_eq!(template.bos_token(), "<|im_start|>");
     assert_eq!(template.eos_token(), "<|im_end|>");
-    let prompt = template
-        .render(&[Message::user("What is 2+2?")], true)
-        .unwrap();
+    let prompt = template.render(&[Message::user("What is 2+2?")], true).unwrap();
     assert_eq!(
         prompt,
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
@@ -535,19 +500,14 @@ fn named_template_list_and_added_token_objects() {
         ]
     }"#;
     let template = ChatTemplate::from_tokenizer_config(config).unwrap();
-    assert_eq!(
-        template.render(&[Message::user("x")], false).unwrap(),
-        "<s>x</s>"
-    );
+    assert_eq!(template.render(&[Message::user("x")], false).unwrap(), "<s>x</s>");
 }
 
 #[test]
 fn fallback_templates() {
     let bitnet = ChatTemplate::bitnet();
     assert_eq!(
-        bitnet
-            .render(&[Message::user("What is 2+2?")], true)
-            .unwrap(),
+        bitnet.render(&[Message::user("What is 2+2?")], true).unwrap(),
         "<|begin_of_text|>User: What is 2+2?<|eot_id|>Assistant: "
     );
     assert_eq!(
@@ -570,9 +530,7 @@ fn fallback_templates() {
     // The Llama 3 prompt starts with BOS as a single id, so encode it
     // without adding another.
     let tokenizer = from_gguf(Pre::Llama3);
-    let prompt = llama3
-        .render(&[Message::user("hello world")], true)
-        .unwrap();
+    let prompt = llama3.render(&[Message::user("hello world")], true).unwrap();
     let ids = tokenizer.encode(&prompt, false).unwrap();
     assert_eq!(ids[0], tokenizer.bos_id().unwrap());
     assert_eq!(ids.iter().filter(|&&id| id == ids[0]).count(), 1);
@@ -583,23 +541,15 @@ fn python_string_methods_and_loop_controls() {
     let source = "{% for m in messages %}{% if m.content.startswith('skip') %}{% continue %}{% endif %}\
                   [{{ m.role.upper() }}:{{ m.content.strip() }}]{% endfor %}";
     let template = ChatTemplate::new(source, "", "").unwrap();
-    let messages = [
-        Message::user("  a  "),
-        Message::user("skip me"),
-        Message::assistant("b"),
-    ];
-    assert_eq!(
-        template.render(&messages, false).unwrap(),
-        "[USER:a][ASSISTANT:b]"
-    );
+    let messages = [Message::user("  a  "), Message::user("skip me"), Message::assistant("b")];
+    assert_eq!(template.render(&messages, false).unwrap(), "[USER:a][ASSISTANT:b]");
 }
 
 #[test]
 fn broken_templates_are_errors() {
     assert!(ChatTemplate::new("{% for m in messages %}", "", "").is_err());
     assert!(ChatTemplate::new("{{ unclosed ", "", "").is_err());
-    let failing =
-        ChatTemplate::new("{{ raise_exception('no system role please') }}", "", "").unwrap();
+    let failing = ChatTemplate::new("{{ raise_exception('no system role please') }}", "", "").unwrap();
     let error = failing.render(&[], false).unwrap_err().to_string();
     assert!(error.contains("no system role please"), "{error}");
     let bad_call = ChatTemplate::new("{{ messages[0].content.nope() }}", "", "").unwrap();

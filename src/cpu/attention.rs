@@ -27,10 +27,7 @@ pub fn causal_attention(
     kv_heads: usize,
     head_dim: usize,
 ) -> Vec<f32> {
-    assert!(
-        kv_heads > 0 && heads.is_multiple_of(kv_heads),
-        "heads must be a multiple of kv_heads"
-    );
+    assert!(kv_heads > 0 && heads.is_multiple_of(kv_heads), "heads must be a multiple of kv_heads");
     let (q_width, kv_width) = (heads * head_dim, kv_heads * head_dim);
     assert_eq!(q.len(), rows * q_width);
     assert_eq!(k.len(), (pos0 + rows) * kv_width);
@@ -46,12 +43,7 @@ pub fn causal_attention(
             let scores: Vec<f64> = (0..=position)
                 .map(|j| {
                     let key = &k[j * kv_width + kv_offset..][..head_dim];
-                    query
-                        .iter()
-                        .zip(key)
-                        .map(|(a, b)| *a as f64 * *b as f64)
-                        .sum::<f64>()
-                        * scale
+                    query.iter().zip(key).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() * scale
                 })
                 .collect();
             let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -59,11 +51,8 @@ pub fn causal_attention(
             let total: f64 = weights.iter().sum();
             let output = &mut out[m * q_width + h * head_dim..][..head_dim];
             for (d, o) in output.iter_mut().enumerate() {
-                let value: f64 = weights
-                    .iter()
-                    .enumerate()
-                    .map(|(j, w)| w * v[j * kv_width + kv_offset + d] as f64)
-                    .sum();
+                let value: f64 =
+                    weights.iter().enumerate().map(|(j, w)| w * v[j * kv_width + kv_offset + d] as f64).sum();
                 *o = (value / total) as f32;
             }
         }

@@ -8,11 +8,7 @@ pub fn embedding(table: &[f32], dim: usize, ids: &[u32]) -> Vec<f32> {
     ids.iter()
         .flat_map(|&id| {
             let id = id as usize;
-            if id < vocab {
-                table[id * dim..(id + 1) * dim].to_vec()
-            } else {
-                vec![f32::NAN; dim]
-            }
+            if id < vocab { table[id * dim..(id + 1) * dim].to_vec() } else { vec![f32::NAN; dim] }
         })
         .collect()
 }

@@ -11,11 +11,7 @@ pub fn matmul(w: &[f32], x: &[f32], tokens: usize, rows: usize, cols: usize) -> 
     let mut y = Vec::with_capacity(tokens * rows);
     for x_row in x.chunks_exact(cols) {
         for w_row in w.chunks_exact(cols) {
-            let dot: f64 = w_row
-                .iter()
-                .zip(x_row)
-                .map(|(a, b)| *a as f64 * *b as f64)
-                .sum();
+            let dot: f64 = w_row.iter().zip(x_row).map(|(a, b)| *a as f64 * *b as f64).sum();
             y.push(dot as f32);
         }
     }

@@ -2,11 +2,11 @@
 //! `src/ops/`. They are written for clarity, not speed: they define what the
 //! GPU kernels must compute, and the tests compare against them.
 
-pub mod model;
 pub mod attention;
 pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
+pub mod model;
 pub mod rmsnorm;
 pub mod rope;
 pub mod sampling;

@@ -25,10 +25,8 @@ pub fn forward_all(weights: &ModelWeights, tokens: &[u32]) -> Vec<f32> {
     let (hidden, hd, eps) = (c.hidden_size, c.head_dim, c.rms_norm_eps);
     let table = rope::rope_table(&weights.rope_inv_freq, t.max(1));
     let embed = weights.embed_tokens.to_f32();
-    let mut h: Vec<f32> = tokens
-        .iter()
-        .flat_map(|&id| embed[id as usize * hidden..(id as usize + 1) * hidden].to_vec())
-        .collect();
+    let mut h: Vec<f32> =
+        tokens.iter().flat_map(|&id| embed[id as usize * hidden..(id as usize + 1) * hidden].to_vec()).collect();
 
     for layer in &weights.layers {
         // Attention block.

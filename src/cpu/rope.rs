@@ -28,12 +28,8 @@ pub struct Llama3RopeScaling {
 
 impl Llama3RopeScaling {
     /// The values in Llama-3.2-1B's config.json.
-    pub const LLAMA_3_2: Llama3RopeScaling = Llama3RopeScaling {
-        factor: 32.0,
-        low_freq_factor: 1.0,
-        high_freq_factor: 4.0,
-        original_max_position: 8192.0,
-    };
+    pub const LLAMA_3_2: Llama3RopeScaling =
+        Llama3RopeScaling { factor: 32.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 8192.0 };
 
     /// Rescale one inverse frequency.
     pub fn apply(&self, inv_freq: f64) -> f64 {
@@ -82,14 +78,7 @@ pub fn rope_table(inv_freq: &[f64], max_positions: usize) -> Vec<f32> {
 
 /// Rotate, in place, `rows` rows of `heads` head vectors of size `head_dim`;
 /// row `m` is the token at position `pos0 + m`. `table` is [`rope_table`]'s.
-pub fn apply_rope(
-    x: &mut [f32],
-    rows: usize,
-    heads: usize,
-    head_dim: usize,
-    pos0: usize,
-    table: &[f32],
-) {
+pub fn apply_rope(x: &mut [f32], rows: usize, heads: usize, head_dim: usize, pos0: usize, table: &[f32]) {
     let half = head_dim / 2;
     assert_eq!(x.len(), rows * heads * head_dim);
     for (m, row) in x.chunks_exact_mut(heads * head_dim).enumerate() {
@@ -116,10 +105,7 @@ mod tests {
         assert_eq!(inv_freq[0], 1.0);
         for (i, f) in inv_freq.iter().enumerate() {
             let expected = 1.0 / 500000f64.powf(i as f64 / 64.0);
-            assert!(
-                (f - expected).abs() <= 1e-15 * expected,
-                "inv_freq[{i}] = {f}, want {expected}"
-            );
+            assert!((f - expected).abs() <= 1e-15 * expected, "inv_freq[{i}] = {f}, want {expected}");
         }
     }
 
@@ -133,14 +119,8 @@ mod tests {
             let (p, s) = (plain[i], scaled[i]);
             match i {
                 0..=14 => assert_eq!(s, p, "i = {i} should be kept"),
-                18.. => assert!(
-                    (s - p / 32.0).abs() <= 1e-15 * p,
-                    "i = {i} should be divided by 32"
-                ),
-                _ => assert!(
-                    s > p / 32.0 && s < p,
-                    "i = {i} should be blended: {s} vs {p}"
-                ),
+                18.. => assert!((s - p / 32.0).abs() <= 1e-15 * p, "i = {i} should be divided by 32"),
+                _ => assert!(s > p / 32.0 && s < p, "i = {i} should be blended: {s} vs {p}"),
             }
         }
         // The blend weight at i = 15 (by hand): 8192 / wavelength − 1, over 3.
@@ -183,17 +163,11 @@ mod tests {
             let (mut a, mut b) = (q.clone(), k.clone());
             apply_rope(&mut a, 1, 1, head_dim, query_pos, &table);
             apply_rope(&mut b, 1, 1, head_dim, key_pos, &table);
-            a.iter()
-                .zip(&b)
-                .map(|(x, y)| *x as f64 * *y as f64)
-                .sum::<f64>()
+            a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>()
         };
         let base = score(7, 3);
         for shift in [1, 10, 50] {
-            assert!(
-                (score(7 + shift, 3 + shift) - base).abs() < 1e-5,
-                "shift {shift}"
-            );
+            assert!((score(7 + shift, 3 + shift) - base).abs() < 1e-5, "shift {shift}");
         }
     }
 }

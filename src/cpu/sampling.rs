@@ -26,10 +26,7 @@ pub fn argmax(logits: &[f32]) -> Option<u32> {
 
 /// The best (id, value) pair by [`pick_order`], NaN values skipped.
 pub fn best_of(pairs: impl IntoIterator<Item = (u32, f32)>) -> Option<(u32, f32)> {
-    pairs
-        .into_iter()
-        .filter(|(_, v)| !v.is_nan())
-        .min_by(pick_order)
+    pairs.into_iter().filter(|(_, v)| !v.is_nan()).min_by(pick_order)
 }
 
 /// The `k` largest (id, value) pairs, best first (see [`pick_order`]).

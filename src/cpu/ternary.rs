@@ -37,26 +37,14 @@ pub fn padded_k(k: usize) -> usize {
 fn ternary_code(op: &'static str, w: i8) -> Result<u32> {
     match w {
         -1..=1 => Ok((w + 1) as u32),
-        _ => Err(Error::shape(
-            op,
-            format!("weight {w} is not ternary (-1, 0 or 1)"),
-        )),
+        _ => Err(Error::shape(op, format!("weight {w} is not ternary (-1, 0 or 1)"))),
     }
 }
 
-fn check_matrix_len(
-    op: &'static str,
-    what: &str,
-    len: usize,
-    rows: usize,
-    cols: usize,
-) -> Result<()> {
+fn check_matrix_len(op: &'static str, what: &str, len: usize, rows: usize, cols: usize) -> Result<()> {
     match rows.checked_mul(cols) {
         Some(need) if need == len => Ok(()),
-        _ => Err(Error::shape(
-            op,
-            format!("{what} has {len} elements, expected {rows}×{cols}"),
-        )),
+        _ => Err(Error::shape(op, format!("{what} has {len} elements, expected {rows}×{cols}"))),
     }
 }
 
@@ -67,34 +55,19 @@ fn check_matrix_len(
 pub fn unpack_hf_packed(packed: &[u8], out_features: usize, in_features: usize) -> Result<Vec<i8>> {
     const OP: &str = "unpack_hf_packed";
     if out_features % 4 != 0 {
-        return Err(Error::shape(
-            OP,
-            format!("out_features {out_features} is not a multiple of 4"),
-        ));
+        return Err(Error::shape(OP, format!("out_features {out_features} is not a multiple of 4")));
     }
     let rows_per_plane = out_features / 4;
-    check_matrix_len(
-        OP,
-        "packed weight",
-        packed.len(),
-        rows_per_plane,
-        in_features,
-    )?;
+    check_matrix_len(OP, "packed weight", packed.len(), rows_per_plane, in_features)?;
     let mut w = vec![0i8; out_features * in_features];
-    for (r, packed_row) in packed
-        .chunks_exact(in_features.max(1))
-        .enumerate()
-        .take(rows_per_plane)
-    {
+    for (r, packed_row) in packed.chunks_exact(in_features.max(1)).enumerate().take(rows_per_plane) {
         for (c, &byte) in packed_row.iter().enumerate() {
             for i in 0..4 {
                 let code = (byte >> (2 * i)) & 3;
                 if code == 3 {
                     return Err(Error::shape(
                         OP,
-                        format!(
-                            "packed byte ({r}, {c}) holds code 3, which is not a ternary weight"
-                        ),
+                        format!("packed byte ({r}, {c}) holds code 3, which is not a ternary weight"),
                     ));
                 }
                 w[(i * rows_per_plane + r) * in_features + c] = code as i8 - 1;
@@ -108,19 +81,12 @@ pub fn unpack_hf_packed(packed: &[u8], out_features: usize, in_features: usize) 
 pub fn pack_hf_packed(w: &[i8], out_features: usize, in_features: usize) -> Result<Vec<u8>> {
     const OP: &str = "pack_hf_packed";
     if out_features % 4 != 0 {
-        return Err(Error::shape(
-            OP,
-            format!("out_features {out_features} is not a multiple of 4"),
-        ));
+        return Err(Error::shape(OP, format!("out_features {out_features} is not a multiple of 4")));
     }
     check_matrix_len(OP, "weight", w.len(), out_features, in_features)?;
     let rows_per_plane = out_features / 4;
     let mut packed = vec![0u8; rows_per_plane * in_features];
-    for (row, w_row) in w
-        .chunks_exact(in_features.max(1))
-        .enumerate()
-        .take(out_features)
-    {
+    for (row, w_row) in w.chunks_exact(in_features.max(1)).enumerate().take(out_features) {
         let (plane, r) = (row / rows_per_plane, row % rows_per_plane);
         for (c, &value) in w_row.iter().enumerate() {
             packed[r * in_features + c] |= (ternary_code(OP, value)? as u8) << (2 * plane);
@@ -152,11 +118,7 @@ pub fn pack_gpu(w: &[i8], n: usize, k: usize) -> Result<Vec<u32>> {
             let mut word = 0u32;
             for i in 0..CODES_PER_WORD {
                 let col = g * CODES_PER_WORD + i;
-                let code = if col < k {
-                    ternary_code(OP, w[row * k + col])?
-                } else {
-                    1
-                };
+                let code = if col < k { ternary_code(OP, w[row * k + col])? } else { 1 };
                 word |= code << gpu_bit(i);
             }
             words[g * n + row] = word;
@@ -176,10 +138,7 @@ pub fn unpack_gpu(words: &[u32], n: usize, k: usize) -> Result<Vec<i8>> {
             let word = words[(col / CODES_PER_WORD) * n + row];
             let code = (word >> gpu_bit(col % CODES_PER_WORD)) & 3;
             if code == 3 {
-                return Err(Error::shape(
-                    OP,
-                    format!("weight ({row}, {col}) has code 3"),
-                ));
+                return Err(Error::shape(OP, format!("weight ({row}, {col}) has code 3")));
             }
             w[row * k + col] = code as i8 - 1;
         }
@@ -191,21 +150,14 @@ pub fn unpack_gpu(words: &[u32], n: usize, k: usize) -> Result<Vec<i8>> {
 /// arithmetic exactly as the GPU does it. Returns `x_q` `[m][k]` and the
 /// scales `s_x` `[m]`.
 pub fn quantize_int8(x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>) {
-    assert!(
-        k > 0 && x.len() % k == 0,
-        "x has {} elements, not a multiple of k = {k}",
-        x.len()
-    );
+    assert!(k > 0 && x.len() % k == 0, "x has {} elements, not a multiple of k = {k}", x.len());
     let mut x_q = Vec::with_capacity(x.len());
     let mut scales = Vec::with_capacity(x.len() / k);
     for row in x.chunks_exact(k) {
         let max_abs = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let scale = 127.0f32 / max_abs.max(1e-5);
         scales.push(scale);
-        x_q.extend(
-            row.iter()
-                .map(|v| (v * scale).round_ties_even().clamp(-128.0, 127.0) as i8),
-        );
+        x_q.extend(row.iter().map(|v| (v * scale).round_ties_even().clamp(-128.0, 127.0) as i8));
     }
     (x_q, scales)
 }
@@ -214,11 +166,7 @@ pub fn quantize_int8(x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>) {
 /// `shaders/quantize_int8.wgsl`: u32 `[m][K_pad/4]` (K_pad = [`padded_k`]),
 /// column `4i + b` in byte `b` of word `i`, zero padding.
 pub fn pack_int8_rows(x_q: &[i8], k: usize) -> Vec<u32> {
-    assert!(
-        k > 0 && x_q.len() % k == 0,
-        "x_q has {} elements, not a multiple of k = {k}",
-        x_q.len()
-    );
+    assert!(k > 0 && x_q.len() % k == 0, "x_q has {} elements, not a multiple of k = {k}", x_q.len());
     let words_per_row = padded_k(k) / 4;
     let mut words = Vec::with_capacity(x_q.len() / k * words_per_row);
     for row in x_q.chunks_exact(k) {
@@ -237,11 +185,7 @@ pub fn pack_int8_rows(x_q: &[i8], k: usize) -> Vec<u32> {
 /// The inverse of [`pack_int8_rows`] (padding dropped).
 pub fn unpack_int8_rows(words: &[u32], m: usize, k: usize) -> Vec<i8> {
     let words_per_row = padded_k(k) / 4;
-    assert_eq!(
-        words.len(),
-        m * words_per_row,
-        "packed activations have the wrong length"
-    );
+    assert_eq!(words.len(), m * words_per_row, "packed activations have the wrong length");
     let mut x_q = Vec::with_capacity(m * k);
     for row in words.chunks_exact(words_per_row) {
         x_q.extend((0..k).map(|col| (row[col / 4] >> (8 * (col % 4))) as u8 as i8));
@@ -256,13 +200,7 @@ pub fn matmul_ternary_i32(x_q: &[i8], w: &[i8], m: usize, n: usize, k: usize) ->
     let mut acc = Vec::with_capacity(m * n);
     for x_row in x_q.chunks_exact(k) {
         for w_row in w.chunks_exact(k) {
-            acc.push(
-                x_row
-                    .iter()
-                    .zip(w_row)
-                    .map(|(&x, &w)| x as i32 * w as i32)
-                    .sum(),
-            );
+            acc.push(x_row.iter().zip(w_row).map(|(&x, &w)| x as i32 * w as i32).sum());
         }
     }
     acc

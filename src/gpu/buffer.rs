@@ -34,24 +34,12 @@ impl Gpu {
             " (split the data into several buffers)"
         };
         let (limit, what) = if uniform {
-            (
-                self.limits.max_uniform_buffer_binding_size as u64,
-                "uniform binding",
-            )
+            (self.limits.max_uniform_buffer_binding_size as u64, "uniform binding")
         } else {
-            (
-                self.limits.max_storage_buffer_binding_size as u64,
-                "storage binding",
-            )
+            (self.limits.max_storage_buffer_binding_size as u64, "storage binding")
         };
         if size > limit {
-            return Err(Error::BufferTooLarge {
-                label: label.to_string(),
-                size,
-                limit,
-                what,
-                hint,
-            });
+            return Err(Error::BufferTooLarge { label: label.to_string(), size, limit, what, hint });
         }
         if size > self.limits.max_buffer_size {
             return Err(Error::BufferTooLarge {
@@ -65,13 +53,7 @@ impl Gpu {
         Ok(())
     }
 
-    fn create(
-        &self,
-        label: &str,
-        size: u64,
-        usage: wgpu::BufferUsages,
-        uniform: bool,
-    ) -> Result<GpuBuffer> {
+    fn create(&self, label: &str, size: u64, usage: wgpu::BufferUsages, uniform: bool) -> Result<GpuBuffer> {
         // Zero-sized bindings are invalid; keep at least one word.
         let size = align4(size.max(4));
         self.check_size(label, size, uniform)?;
@@ -83,16 +65,9 @@ impl Gpu {
             mapped_at_creation: false,
         });
         if let Some(e) = pollster_free_pop(scope) {
-            return Err(super::convert_wgpu_error(
-                &format!("creating buffer '{label}'"),
-                e,
-            ));
+            return Err(super::convert_wgpu_error(&format!("creating buffer '{label}'"), e));
         }
-        Ok(GpuBuffer {
-            buffer: Arc::new(buffer),
-            size,
-            label: label.to_string(),
-        })
+        Ok(GpuBuffer { buffer: Arc::new(buffer), size, label: label.to_string() })
     }
 
     /// An uninitialised storage buffer of `size` bytes (read-write, copyable).
@@ -100,9 +75,7 @@ impl Gpu {
         self.create(
             label,
             size,
-            wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_DST
-                | wgpu::BufferUsages::COPY_SRC,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
             false,
         )
     }
@@ -155,11 +128,7 @@ impl Gpu {
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
-        Ok(Readback {
-            staging,
-            receiver: rx,
-            label: buf.label.clone(),
-        })
+        Ok(Readback { staging, receiver: rx, label: buf.label.clone() })
     }
 
     /// Read a whole buffer back as `T`s (async; works on wasm).
@@ -168,16 +137,11 @@ impl Gpu {
         #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Readback {
-                label: buf.label.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| Error::Readback { label: buf.label.clone(), reason: e.to_string() })?;
         let bytes = readback.bytes().await?;
         self.take_error()?;
         let n = bytes.len() / std::mem::size_of::<T>();
-        Ok(bytemuck::pod_collect_to_vec(
-            &bytes[..n * std::mem::size_of::<T>()],
-        ))
+        Ok(bytemuck::pod_collect_to_vec(&bytes[..n * std::mem::size_of::<T>()]))
     }
 
     /// Blocking read for native code.
@@ -197,24 +161,16 @@ pub struct Readback {
 impl Readback {
     /// Wait for the mapping and copy the bytes out.
     pub async fn bytes(self) -> Result<Vec<u8>> {
-        let failed = |reason: String| Error::Readback {
-            label: self.label.clone(),
-            reason,
-        };
+        let failed = |reason: String| Error::Readback { label: self.label.clone(), reason };
         match self.receiver.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(failed(e.to_string())),
             Err(_) => {
-                return Err(failed(
-                    "the mapping callback never ran (device lost?)".into(),
-                ));
+                return Err(failed("the mapping callback never ran (device lost?)".into()));
             }
         }
         let bytes = {
-            let view = self
-                .staging
-                .get_mapped_range(..)
-                .map_err(|e| failed(e.to_string()))?;
+            let view = self.staging.get_mapped_range(..).map_err(|e| failed(e.to_string()))?;
             view.to_vec()
         };
         self.staging.unmap();

@@ -62,14 +62,8 @@ impl GpuOptions {
     /// `WGPU_BACKEND`, `DELTALLM_ADAPTER` (name filter), `DELTALLM_PORTABLE=1`.
     pub fn from_env() -> Self {
         let portable = std::env::var("DELTALLM_PORTABLE").is_ok_and(|v| v != "0" && !v.is_empty());
-        let adapter_filter = std::env::var("DELTALLM_ADAPTER")
-            .ok()
-            .filter(|s| !s.is_empty());
-        GpuOptions {
-            backend: BackendChoice::Auto,
-            adapter_filter,
-            portable,
-        }
+        let adapter_filter = std::env::var("DELTALLM_ADAPTER").ok().filter(|s| !s.is_empty());
+        GpuOptions { backend: BackendChoice::Auto, adapter_filter, portable }
     }
 }
 
@@ -147,11 +141,7 @@ pub async fn list_adapters(backend: BackendChoice) -> Vec<AdapterSummary> {
         .enumerate_adapters(backend.backends())
         .await
         .into_iter()
-        .map(|a| AdapterSummary {
-            info: a.get_info(),
-            limits: a.limits(),
-            features: a.features(),
-        })
+        .map(|a| AdapterSummary { info: a.get_info(), limits: a.limits(), features: a.features() })
         .collect()
 }
 
@@ -186,12 +176,7 @@ pub fn choose_adapter(adapters: &[AdapterSummary], filter: Option<&str>) -> Opti
             None => true,
         })
         .filter(|(_, a)| a.info.backend != wgpu::Backend::Noop)
-        .min_by_key(|(_, a)| {
-            (
-                backend_rank(a.info.backend),
-                device_type_rank(a.info.device_type),
-            )
-        })
+        .min_by_key(|(_, a)| (backend_rank(a.info.backend), device_type_rank(a.info.device_type)))
         .map(|(i, _)| i)
 }
 
@@ -204,17 +189,10 @@ impl Gpu {
         let adapters = instance.enumerate_adapters(backends).await;
         let summaries: Vec<AdapterSummary> = adapters
             .iter()
-            .map(|a| AdapterSummary {
-                info: a.get_info(),
-                limits: a.limits(),
-                features: a.features(),
-            })
+            .map(|a| AdapterSummary { info: a.get_info(), limits: a.limits(), features: a.features() })
             .collect();
         let adapter = match choose_adapter(&summaries, options.adapter_filter.as_deref()) {
-            Some(i) => adapters
-                .into_iter()
-                .nth(i)
-                .expect("index from the same list"),
+            Some(i) => adapters.into_iter().nth(i).expect("index from the same list"),
             // enumerate_adapters is empty on the web; ask the browser instead.
             None if options.adapter_filter.is_none() => instance
                 .request_adapter(&wgpu::RequestAdapterOptions {
@@ -222,15 +200,10 @@ impl Gpu {
                     ..Default::default()
                 })
                 .await
-                .map_err(|_| Error::NoAdapter {
-                    filter: String::new(),
-                })?,
+                .map_err(|_| Error::NoAdapter { filter: String::new() })?,
             None => {
                 return Err(Error::NoAdapter {
-                    filter: format!(
-                        " matching '{}'",
-                        options.adapter_filter.as_deref().unwrap_or("")
-                    ),
+                    filter: format!(" matching '{}'", options.adapter_filter.as_deref().unwrap_or("")),
                 });
             }
         };
@@ -266,10 +239,7 @@ impl Gpu {
                 trace: wgpu::Trace::Off,
             })
             .await
-            .map_err(|e| Error::RequestDevice {
-                adapter: info.name.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), reason: e.to_string() })?;
 
         let errors = Arc::new(Mutex::new(ErrorSink::default()));
         {
@@ -287,12 +257,7 @@ impl Gpu {
                 sink.device_lost = Some(format!("{reason:?}: {message}"));
             });
         }
-        log::info!(
-            "opened {} ({:?}, {}) portable={portable} caps={caps:?}",
-            info.name,
-            info.backend,
-            info.driver
-        );
+        log::info!("opened {} ({:?}, {}) portable={portable} caps={caps:?}", info.name, info.backend, info.driver);
         Ok(Gpu {
             adapter,
             device,
@@ -310,9 +275,7 @@ impl Gpu {
     pub fn take_error(&self) -> Result<()> {
         let mut sink = self.errors.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(reason) = &sink.device_lost {
-            return Err(Error::DeviceLost {
-                reason: reason.clone(),
-            });
+            return Err(Error::DeviceLost { reason: reason.clone() });
         }
         match sink.first.take() {
             Some(e) => Err(e),
@@ -328,8 +291,7 @@ impl Gpu {
     /// Start recording a step. Record every dispatch of a step into one
     /// encoder and [`Gpu::submit`] it once.
     pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
-        self.device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+        self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
     }
 
     /// Submit one recorded step and report any error wgpu has seen so far.
@@ -339,16 +301,9 @@ impl Gpu {
     }
 
     /// Record `dispatches` into one compute pass of `encoder`.
-    pub fn record(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        label: &str,
-        dispatches: &[&Dispatch],
-    ) {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(label),
-            timestamp_writes: None,
-        });
+    pub fn record(&self, encoder: &mut wgpu::CommandEncoder, label: &str, dispatches: &[&Dispatch]) {
+        let mut pass =
+            encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
         for d in dispatches {
             d.encode(&mut pass);
         }
@@ -366,26 +321,21 @@ impl Gpu {
         #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::DeviceLost {
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| Error::DeviceLost { reason: e.to_string() })?;
         self.take_error()
     }
 }
 
 pub(crate) fn convert_wgpu_error(context: &str, e: wgpu::Error) -> Error {
     match e {
-        wgpu::Error::OutOfMemory { source } => Error::OutOfMemory {
-            context: context.to_string(),
-            message: source.to_string(),
-        },
-        wgpu::Error::Validation { description, .. } => Error::Validation {
-            context: context.to_string(),
-            message: description,
-        },
-        wgpu::Error::Internal { description, .. } => Error::Validation {
-            context: context.to_string(),
-            message: description,
-        },
+        wgpu::Error::OutOfMemory { source } => {
+            Error::OutOfMemory { context: context.to_string(), message: source.to_string() }
+        }
+        wgpu::Error::Validation { description, .. } => {
+            Error::Validation { context: context.to_string(), message: description }
+        }
+        wgpu::Error::Internal { description, .. } => {
+            Error::Validation { context: context.to_string(), message: description }
+        }
     }
 }

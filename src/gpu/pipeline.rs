@@ -24,12 +24,7 @@ pub struct KernelKey {
 
 impl KernelKey {
     pub fn new(shader: &'static str, entry: &'static str) -> Self {
-        KernelKey {
-            shader,
-            entry,
-            defines: Vec::new(),
-            constants: Vec::new(),
-        }
+        KernelKey { shader, entry, defines: Vec::new(), constants: Vec::new() }
     }
 
     pub fn define(mut self, name: &'static str) -> Self {
@@ -88,53 +83,33 @@ impl Dispatch {
 impl Gpu {
     /// The compiled pipeline for `key`, from the cache or built now.
     pub fn pipeline(&self, key: &KernelKey) -> Result<Arc<wgpu::ComputePipeline>> {
-        if let Some(p) = self
-            .pipelines
-            .pipelines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-        {
+        if let Some(p) = self.pipelines.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
             return Ok(p.clone());
         }
         if key.defines.contains(&"F16") && !self.caps.shader_f16 {
-            return Err(Error::MissingFeature {
-                feature: "shader-f16",
-                needed_for: key.shader,
-            });
+            return Err(Error::MissingFeature { feature: "shader-f16", needed_for: key.shader });
         }
         if key.defines.contains(&"SUBGROUPS") && !self.caps.subgroups {
-            return Err(Error::MissingFeature {
-                feature: "subgroups",
-                needed_for: key.shader,
-            });
+            return Err(Error::MissingFeature { feature: "subgroups", needed_for: key.shader });
         }
         let source = crate::shaders::preprocessed(key.shader, &key.defines)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(key.shader),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
-        let constants: Vec<(&str, f64)> = key
-            .constants
-            .iter()
-            .map(|(n, b)| (*n, f64::from_bits(*b)))
-            .collect();
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(key.shader),
-                layout: None,
-                module: &module,
-                entry_point: Some(key.entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &constants,
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            });
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(key.shader),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let constants: Vec<(&str, f64)> = key.constants.iter().map(|(n, b)| (*n, f64::from_bits(*b))).collect();
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(key.shader),
+            layout: None,
+            module: &module,
+            entry_point: Some(key.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
         if let Some(e) = super::buffer::pollster_free_pop(scope) {
             return Err(Error::Shader {
                 name: format!("{}::{} {:?}", key.shader, key.entry, key.defines),
@@ -143,23 +118,15 @@ impl Gpu {
             });
         }
         let pipeline = Arc::new(pipeline);
-        self.pipelines
-            .created
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.pipelines
-            .pipelines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone(), pipeline.clone());
+        self.pipelines.created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.pipelines.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), pipeline.clone());
         Ok(pipeline)
     }
 
     /// How many pipelines this device has compiled (a test checks that a
     /// decode step compiles none).
     pub fn pipelines_created(&self) -> usize {
-        self.pipelines
-            .created
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.pipelines.created.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Build a dispatch binding `buffers` to bindings 0..n in order.
@@ -193,10 +160,7 @@ impl Gpu {
         let entries: Vec<wgpu::BindGroupEntry> = resources
             .into_iter()
             .enumerate()
-            .map(|(i, resource)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource,
-            })
+            .map(|(i, resource)| wgpu::BindGroupEntry { binding: i as u32, resource })
             .collect();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -205,17 +169,9 @@ impl Gpu {
             entries: &entries,
         });
         if let Some(e) = super::buffer::pollster_free_pop(scope) {
-            return Err(super::convert_wgpu_error(
-                &format!("binding buffers for '{label}'"),
-                e,
-            ));
+            return Err(super::convert_wgpu_error(&format!("binding buffers for '{label}'"), e));
         }
-        Ok(Dispatch {
-            label: label.to_string(),
-            pipeline,
-            bind_group,
-            workgroups,
-        })
+        Ok(Dispatch { label: label.to_string(), pipeline, bind_group, workgroups })
     }
 
     /// A grid of `count` workgroups, folded into y when it passes the

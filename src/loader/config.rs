@@ -158,18 +158,11 @@ pub struct HfGenerationConfig {
 }
 
 fn json_error(what: &str, err: serde_json::Error) -> Error {
-    LoadError::Json {
-        what: what.to_string(),
-        message: err.to_string(),
-    }
-    .into()
+    LoadError::Json { what: what.to_string(), message: err.to_string() }.into()
 }
 
 fn config_error(message: impl Into<String>) -> Error {
-    LoadError::Config {
-        message: message.into(),
-    }
-    .into()
+    LoadError::Config { message: message.into() }.into()
 }
 
 fn push_unique(ids: &mut Vec<u32>, new: impl IntoIterator<Item = u32>) {
@@ -193,10 +186,7 @@ impl ModelConfig {
         let dir = dir.as_ref();
         let read = |name: &str| {
             let path = dir.join(name);
-            std::fs::read_to_string(&path).map_err(|source| Error::Io {
-                path: path.display().to_string(),
-                source,
-            })
+            std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.display().to_string(), source })
         };
         let config_path = dir.join("config.json").display().to_string();
         let mut config = Self::from_hf_json(&read("config.json")?).map_err(|e| match e {
@@ -245,28 +235,20 @@ impl ModelConfig {
                     Some("default") | None if s.factor.is_none() => None,
                     Some("llama3") => {
                         let need = |v: Option<f64>, field: &str| {
-                            v.ok_or_else(|| {
-                                config_error(format!("rope_scaling llama3 lacks '{field}'"))
-                            })
+                            v.ok_or_else(|| config_error(format!("rope_scaling llama3 lacks '{field}'")))
                         };
                         Some(RopeScaling {
                             factor: need(s.factor, "factor")?,
                             low_freq_factor: need(s.low_freq_factor, "low_freq_factor")?,
                             high_freq_factor: need(s.high_freq_factor, "high_freq_factor")?,
-                            original_max_position_embeddings: s
-                                .original_max_position_embeddings
-                                .ok_or_else(|| {
-                                    config_error(
-                                        "rope_scaling llama3 lacks 'original_max_position_embeddings'",
-                                    )
-                                })?,
+                            original_max_position_embeddings: s.original_max_position_embeddings.ok_or_else(|| {
+                                config_error("rope_scaling llama3 lacks 'original_max_position_embeddings'")
+                            })?,
                         })
                     }
                     other => {
                         return Err(LoadError::Unsupported {
-                            message: format!(
-                                "rope_scaling type {other:?} (supported: llama3, or none)"
-                            ),
+                            message: format!("rope_scaling type {other:?} (supported: llama3, or none)"),
                         }
                         .into());
                     }
@@ -276,10 +258,7 @@ impl ModelConfig {
         let weight_scale = match architecture {
             Architecture::Llama => None,
             Architecture::BitNet => {
-                let class = hf
-                    .quantization_config
-                    .as_ref()
-                    .and_then(|q| q.linear_class.as_deref());
+                let class = hf.quantization_config.as_ref().and_then(|q| q.linear_class.as_deref());
                 Some(match class {
                     Some("autobitlinear") => WeightScale::Multiply,
                     _ => WeightScale::Divide,
@@ -314,15 +293,8 @@ impl ModelConfig {
             rope_scaling,
             activation,
             tie_word_embeddings: hf.tie_word_embeddings,
-            bos_token_id: hf
-                .bos_token_id
-                .as_ref()
-                .and_then(|b| b.to_vec().first().copied()),
-            stop_token_ids: hf
-                .eos_token_id
-                .as_ref()
-                .map(TokenIds::to_vec)
-                .unwrap_or_default(),
+            bos_token_id: hf.bos_token_id.as_ref().and_then(|b| b.to_vec().first().copied()),
+            stop_token_ids: hf.eos_token_id.as_ref().map(TokenIds::to_vec).unwrap_or_default(),
             weight_scale,
         };
         config.validate()?;
@@ -337,10 +309,7 @@ impl ModelConfig {
             push_unique(&mut self.stop_token_ids, eos.to_vec());
         }
         if self.bos_token_id.is_none() {
-            self.bos_token_id = generation
-                .bos_token_id
-                .as_ref()
-                .and_then(|b| b.to_vec().first().copied());
+            self.bos_token_id = generation.bos_token_id.as_ref().and_then(|b| b.to_vec().first().copied());
         }
         self.check_token_ids()
     }
@@ -361,8 +330,7 @@ impl ModelConfig {
         let key = |suffix: &str| format!("{arch}.{suffix}");
         let usize_key = |suffix: &str| -> Result<usize> {
             let v = gguf.get_u64(&key(suffix))?;
-            usize::try_from(v)
-                .map_err(|_| config_error(format!("{} = {v} is too large", key(suffix))))
+            usize::try_from(v).map_err(|_| config_error(format!("{} = {v} is too large", key(suffix))))
         };
         let opt_usize_key = |suffix: &str| -> Result<Option<usize>> {
             match gguf.contains_key(&key(suffix)) {
@@ -459,48 +427,30 @@ impl ModelConfig {
             ("num_key_value_heads", self.num_key_value_heads, 1 << 10),
             ("head_dim", self.head_dim, 1 << 12),
             ("vocab_size", self.vocab_size, 1 << 22),
-            (
-                "max_position_embeddings",
-                self.max_position_embeddings,
-                1 << 24,
-            ),
+            ("max_position_embeddings", self.max_position_embeddings, 1 << 24),
         ];
         for (name, value, limit) in dims {
             if value == 0 {
                 return Err(config_error(format!("{name} is 0")));
             }
             if value > limit {
-                return Err(config_error(format!(
-                    "{name} = {value} is larger than the supported maximum {limit}"
-                )));
+                return Err(config_error(format!("{name} = {value} is larger than the supported maximum {limit}")));
             }
         }
-        if !self
-            .num_attention_heads
-            .is_multiple_of(self.num_key_value_heads)
-        {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return Err(config_error(format!(
                 "num_key_value_heads {} does not divide num_attention_heads {}",
                 self.num_key_value_heads, self.num_attention_heads
             )));
         }
         if !self.head_dim.is_multiple_of(2) {
-            return Err(config_error(format!(
-                "head_dim {} is odd; RoPE rotates pairs of dimensions",
-                self.head_dim
-            )));
+            return Err(config_error(format!("head_dim {} is odd; RoPE rotates pairs of dimensions", self.head_dim)));
         }
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
-            return Err(config_error(format!(
-                "rms_norm_eps {} must be a positive number",
-                self.rms_norm_eps
-            )));
+            return Err(config_error(format!("rms_norm_eps {} must be a positive number", self.rms_norm_eps)));
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return Err(config_error(format!(
-                "rope_theta {} must be a positive number",
-                self.rope_theta
-            )));
+            return Err(config_error(format!("rope_theta {} must be a positive number", self.rope_theta)));
         }
         if let Some(s) = &self.rope_scaling {
             let ok = s.factor.is_finite()
@@ -521,9 +471,7 @@ impl ModelConfig {
         let vocab = self.vocab_size as u64;
         for &id in self.bos_token_id.iter().chain(&self.stop_token_ids) {
             if id as u64 >= vocab {
-                return Err(config_error(format!(
-                    "token id {id} (bos/eos) is outside the vocabulary of {vocab}"
-                )));
+                return Err(config_error(format!("token id {id} (bos/eos) is outside the vocabulary of {vocab}")));
             }
         }
         Ok(())

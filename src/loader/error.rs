@@ -21,12 +21,7 @@ pub enum LoadError {
         "file is truncated: reading {what} needs {needed} bytes at offset {offset} but the file has {file_len} \
          bytes; the download is probably incomplete, fetch the file again"
     )]
-    Truncated {
-        what: String,
-        offset: u64,
-        needed: u64,
-        file_len: u64,
-    },
+    Truncated { what: String, offset: u64, needed: u64, file_len: u64 },
 
     #[error("not a GGUF file (magic bytes {found:02x?}, expected \"GGUF\")")]
     BadMagic { found: Vec<u8> },
@@ -39,18 +34,10 @@ pub enum LoadError {
     #[error(
         "{what} claims {count} entries, but only {remaining} bytes remain in the file; the file is truncated or corrupt"
     )]
-    CountTooLarge {
-        what: String,
-        count: u64,
-        remaining: u64,
-    },
+    CountTooLarge { what: String, count: u64, remaining: u64 },
 
     #[error("{what} is {value}, more than the limit {limit}; the file is corrupt")]
-    TooLarge {
-        what: String,
-        value: u64,
-        limit: u64,
-    },
+    TooLarge { what: String, value: u64, limit: u64 },
 
     #[error(
         "metadata key '{key}' has unknown value type id {type_id}; the file is corrupt or from a newer GGUF version"
@@ -74,21 +61,10 @@ pub enum LoadError {
     #[error(
         "tensor '{tensor}' data [{start}, {end}) lies outside the data section of {data_len} bytes; the file is truncated or corrupt"
     )]
-    TensorOutOfBounds {
-        tensor: String,
-        start: u64,
-        end: u64,
-        data_len: u64,
-    },
+    TensorOutOfBounds { tensor: String, start: u64, end: u64, data_len: u64 },
 
-    #[error(
-        "tensor '{tensor}' starts at offset {offset}, which is not a multiple of the alignment {alignment}"
-    )]
-    TensorMisaligned {
-        tensor: String,
-        offset: u64,
-        alignment: u64,
-    },
+    #[error("tensor '{tensor}' starts at offset {offset}, which is not a multiple of the alignment {alignment}")]
+    TensorMisaligned { tensor: String, offset: u64, alignment: u64 },
 
     #[error("tensors '{first}' and '{second}' overlap in the data section; the file is corrupt")]
     TensorOverlap { first: String, second: String },
@@ -97,28 +73,16 @@ pub enum LoadError {
     MissingKey { key: String },
 
     #[error("metadata key '{key}' has type {found}, expected {expected}")]
-    WrongValueType {
-        key: String,
-        expected: &'static str,
-        found: &'static str,
-    },
+    WrongValueType { key: String, expected: &'static str, found: &'static str },
 
     #[error("tensor '{name}' not found (searched {searched})")]
     TensorNotFound { name: String, searched: String },
 
     #[error("tensor '{tensor}' has dtype {found}, expected {expected}")]
-    WrongDtype {
-        tensor: String,
-        expected: String,
-        found: String,
-    },
+    WrongDtype { tensor: String, expected: String, found: String },
 
     #[error("tensor '{tensor}' has shape {found:?}, expected {expected:?}")]
-    WrongShape {
-        tensor: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
-    },
+    WrongShape { tensor: String, expected: Vec<usize>, found: Vec<usize> },
 
     #[error("cannot decode tensor data: {message}")]
     Quant { message: String },
@@ -148,10 +112,7 @@ impl LoadError {
     pub fn in_file(self, path: impl Into<String>) -> Self {
         match self {
             LoadError::InFile { .. } => self,
-            other => LoadError::InFile {
-                path: path.into(),
-                source: Box::new(other),
-            },
+            other => LoadError::InFile { path: path.into(), source: Box::new(other) },
         }
     }
 

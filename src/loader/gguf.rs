@@ -256,12 +256,7 @@ impl GgufTensorInfo {
     pub fn expect_shape(&self, expected: &[usize]) -> Result<()> {
         let found = self.shape();
         if found != expected {
-            return Err(LoadError::WrongShape {
-                tensor: self.name.clone(),
-                expected: expected.to_vec(),
-                found,
-            }
-            .into());
+            return Err(LoadError::WrongShape { tensor: self.name.clone(), expected: expected.to_vec(), found }.into());
         }
         Ok(())
     }
@@ -309,18 +304,8 @@ impl Gguf {
             Ok(header) => header,
             Err(err) => return Err(err.in_file(source).into()),
         };
-        let tensor_index = header
-            .tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.clone(), i))
-            .collect();
-        let metadata_index = header
-            .metadata
-            .iter()
-            .enumerate()
-            .map(|(i, (k, _))| (k.clone(), i))
-            .collect();
+        let tensor_index = header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        let metadata_index = header.metadata.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect();
         Ok(Gguf {
             source,
             storage,
@@ -366,31 +351,19 @@ impl Gguf {
     }
 
     fn require(&self, key: &str) -> Result<&GgufValue> {
-        self.get(key).ok_or_else(|| {
-            LoadError::MissingKey {
-                key: key.to_string(),
-            }
-            .in_file(&self.source)
-            .into()
-        })
+        self.get(key).ok_or_else(|| LoadError::MissingKey { key: key.to_string() }.in_file(&self.source).into())
     }
 
     fn wrong_type(&self, key: &str, expected: &'static str, value: &GgufValue) -> Error {
-        LoadError::WrongValueType {
-            key: key.to_string(),
-            expected,
-            found: value.type_name(),
-        }
-        .in_file(&self.source)
-        .into()
+        LoadError::WrongValueType { key: key.to_string(), expected, found: value.type_name() }
+            .in_file(&self.source)
+            .into()
     }
 
     /// A non-negative integer of any integer type.
     pub fn get_u64(&self, key: &str) -> Result<u64> {
         let value = self.require(key)?;
-        value
-            .as_u64()
-            .ok_or_else(|| self.wrong_type(key, "non-negative integer", value))
+        value.as_u64().ok_or_else(|| self.wrong_type(key, "non-negative integer", value))
     }
 
     /// Like [`Gguf::get_u64`], but Ok(None) when the key is absent.
@@ -412,17 +385,13 @@ impl Gguf {
 
     pub fn get_i64(&self, key: &str) -> Result<i64> {
         let value = self.require(key)?;
-        value
-            .as_i64()
-            .ok_or_else(|| self.wrong_type(key, "integer", value))
+        value.as_i64().ok_or_else(|| self.wrong_type(key, "integer", value))
     }
 
     /// An f32 (or f64, narrowed).
     pub fn get_f32(&self, key: &str) -> Result<f32> {
         let value = self.require(key)?;
-        value
-            .as_f32()
-            .ok_or_else(|| self.wrong_type(key, "float", value))
+        value.as_f32().ok_or_else(|| self.wrong_type(key, "float", value))
     }
 
     pub fn opt_f32(&self, key: &str) -> Result<Option<f32>> {
@@ -434,16 +403,12 @@ impl Gguf {
 
     pub fn get_bool(&self, key: &str) -> Result<bool> {
         let value = self.require(key)?;
-        value
-            .as_bool()
-            .ok_or_else(|| self.wrong_type(key, "bool", value))
+        value.as_bool().ok_or_else(|| self.wrong_type(key, "bool", value))
     }
 
     pub fn get_str(&self, key: &str) -> Result<&str> {
         let value = self.require(key)?;
-        value
-            .as_str()
-            .ok_or_else(|| self.wrong_type(key, "string", value))
+        value.as_str().ok_or_else(|| self.wrong_type(key, "string", value))
     }
 
     pub fn opt_str(&self, key: &str) -> Result<Option<&str>> {
@@ -455,9 +420,7 @@ impl Gguf {
 
     pub fn get_array(&self, key: &str) -> Result<&GgufArray> {
         let value = self.require(key)?;
-        value
-            .as_array()
-            .ok_or_else(|| self.wrong_type(key, "array", value))
+        value.as_array().ok_or_else(|| self.wrong_type(key, "array", value))
     }
 
     /// An array of strings (e.g. `tokenizer.ggml.tokens`, `.merges`).
@@ -472,19 +435,13 @@ impl Gguf {
     /// An array of any integer type, widened (e.g. `tokenizer.ggml.token_type`).
     pub fn get_i64_array(&self, key: &str) -> Result<Vec<i64>> {
         let value = self.require(key)?;
-        value
-            .as_array()
-            .and_then(GgufArray::to_i64_vec)
-            .ok_or_else(|| self.wrong_type(key, "array of integers", value))
+        value.as_array().and_then(GgufArray::to_i64_vec).ok_or_else(|| self.wrong_type(key, "array of integers", value))
     }
 
     /// An array of f32 or f64 (e.g. `tokenizer.ggml.scores`).
     pub fn get_f32_array(&self, key: &str) -> Result<Vec<f32>> {
         let value = self.require(key)?;
-        value
-            .as_array()
-            .and_then(GgufArray::to_f32_vec)
-            .ok_or_else(|| self.wrong_type(key, "array of floats", value))
+        value.as_array().and_then(GgufArray::to_f32_vec).ok_or_else(|| self.wrong_type(key, "array of floats", value))
     }
 
     /// Every tensor, in file order.
@@ -499,11 +456,7 @@ impl Gguf {
     pub fn tensor_info(&self, name: &str) -> Result<&GgufTensorInfo> {
         match self.tensor_index.get(name) {
             Some(&i) => Ok(&self.tensors[i]),
-            None => Err(LoadError::TensorNotFound {
-                name: name.to_string(),
-                searched: self.source.clone(),
-            }
-            .into()),
+            None => Err(LoadError::TensorNotFound { name: name.to_string(), searched: self.source.clone() }.into()),
         }
     }
 
@@ -535,11 +488,9 @@ impl Gguf {
 
 fn with_tensor(err: Error, tensor: &str, source: &str) -> Error {
     match err {
-        Error::Load(LoadError::Quant { message }) => LoadError::Quant {
-            message: format!("tensor '{tensor}': {message}"),
+        Error::Load(LoadError::Quant { message }) => {
+            LoadError::Quant { message: format!("tensor '{tensor}': {message}") }.in_file(source).into()
         }
-        .in_file(source)
-        .into(),
         other => other,
     }
 }
@@ -600,19 +551,10 @@ impl<'a> Reader<'a> {
 
     /// Fail before allocating when `count` elements of at least `min_size`
     /// bytes each cannot fit in what is left of the file.
-    fn check_count(
-        &self,
-        count: u64,
-        min_size: u64,
-        what: &dyn Fn() -> String,
-    ) -> Result<(), LoadError> {
+    fn check_count(&self, count: u64, min_size: u64, what: &dyn Fn() -> String) -> Result<(), LoadError> {
         match count.checked_mul(min_size) {
             Some(bytes) if bytes <= self.remaining() => Ok(()),
-            _ => Err(LoadError::CountTooLarge {
-                what: what(),
-                count,
-                remaining: self.remaining(),
-            }),
+            _ => Err(LoadError::CountTooLarge { what: what(), count, remaining: self.remaining() }),
         }
     }
 }
@@ -621,9 +563,7 @@ fn parse_header(buf: &[u8]) -> Result<Header, LoadError> {
     let mut r = Reader { buf, pos: 0 };
     let magic = r.take(4, &|| "magic".into())?;
     if magic != MAGIC {
-        return Err(LoadError::BadMagic {
-            found: magic.to_vec(),
-        });
+        return Err(LoadError::BadMagic { found: magic.to_vec() });
     }
     let version = r.u32(&|| "version".into())?;
     if !(2..=3).contains(&version) {
@@ -643,10 +583,7 @@ fn parse_header(buf: &[u8]) -> Result<Header, LoadError> {
         let type_id = r.u32(&|| format!("value type of '{key}'"))?;
         let value = read_value(&mut r, type_id, &key, 0)?;
         if !seen_keys.insert(key.clone()) {
-            return Err(LoadError::Duplicate {
-                what: "metadata key",
-                name: key,
-            });
+            return Err(LoadError::Duplicate { what: "metadata key", name: key });
         }
         metadata.push((key, value));
     }
@@ -700,30 +637,19 @@ fn parse_header(buf: &[u8]) -> Result<Header, LoadError> {
     let mut infos: Vec<GgufTensorInfo> = Vec::with_capacity(tensors.len());
     let mut names = std::collections::HashSet::new();
     for ((name, dims, offset), type_id) in tensors.into_iter().zip(raw_types) {
-        let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| LoadError::UnknownTensorType {
-            tensor: name.clone(),
-            type_id,
-        })?;
-        let n_elements = dims
-            .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-            .filter(|&n| n <= isize::MAX as u64)
-            .ok_or_else(|| LoadError::BadShape {
-                tensor: name.clone(),
-                message: format!("dimensions {dims:?} overflow the element count"),
-            })?;
-        let n_bytes = ggml_type
-            .tensor_bytes(&dims)
-            .map_err(|message| LoadError::BadShape {
-                tensor: name.clone(),
-                message,
-            })?;
+        let ggml_type =
+            GgmlType::from_id(type_id).ok_or_else(|| LoadError::UnknownTensorType { tensor: name.clone(), type_id })?;
+        let n_elements =
+            dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).filter(|&n| n <= isize::MAX as u64).ok_or_else(
+                || LoadError::BadShape {
+                    tensor: name.clone(),
+                    message: format!("dimensions {dims:?} overflow the element count"),
+                },
+            )?;
+        let n_bytes =
+            ggml_type.tensor_bytes(&dims).map_err(|message| LoadError::BadShape { tensor: name.clone(), message })?;
         if offset % alignment != 0 {
-            return Err(LoadError::TensorMisaligned {
-                tensor: name,
-                offset,
-                alignment,
-            });
+            return Err(LoadError::TensorMisaligned { tensor: name, offset, alignment });
         }
         match offset.checked_add(n_bytes) {
             Some(end) if end <= data_len => {}
@@ -737,39 +663,20 @@ fn parse_header(buf: &[u8]) -> Result<Header, LoadError> {
             }
         }
         if !names.insert(name.clone()) {
-            return Err(LoadError::Duplicate {
-                what: "tensor",
-                name,
-            });
+            return Err(LoadError::Duplicate { what: "tensor", name });
         }
-        infos.push(GgufTensorInfo {
-            name,
-            dims,
-            ggml_type,
-            offset,
-            n_elements,
-            n_bytes,
-        });
+        infos.push(GgufTensorInfo { name, dims, ggml_type, offset, n_elements, n_bytes });
     }
 
     let mut by_offset: Vec<&GgufTensorInfo> = infos.iter().filter(|t| t.n_bytes > 0).collect();
     by_offset.sort_by_key(|t| t.offset);
     for pair in by_offset.windows(2) {
         if pair[0].offset + pair[0].n_bytes > pair[1].offset {
-            return Err(LoadError::TensorOverlap {
-                first: pair[0].name.clone(),
-                second: pair[1].name.clone(),
-            });
+            return Err(LoadError::TensorOverlap { first: pair[0].name.clone(), second: pair[1].name.clone() });
         }
     }
 
-    Ok(Header {
-        version,
-        alignment,
-        data_start,
-        metadata,
-        tensors: infos,
-    })
+    Ok(Header { version, alignment, data_start, metadata, tensors: infos })
 }
 
 fn read_value(r: &mut Reader, type_id: u32, key: &str, depth: u32) -> Result<GgufValue, LoadError> {
@@ -789,10 +696,7 @@ fn read_value(r: &mut Reader, type_id: u32, key: &str, depth: u32) -> Result<Ggu
         11 => GgufValue::I64(i64::from_le_bytes(r.array(&what)?)),
         12 => GgufValue::F64(f64::from_le_bytes(r.array(&what)?)),
         _ => {
-            return Err(LoadError::UnknownValueType {
-                key: key.to_string(),
-                type_id,
-            });
+            return Err(LoadError::UnknownValueType { key: key.to_string(), type_id });
         }
     })
 }
@@ -801,11 +705,9 @@ fn read_bool(r: &mut Reader, key: &str) -> Result<bool, LoadError> {
     match r.array::<1>(&|| format!("value of '{key}'"))?[0] {
         0 => Ok(false),
         1 => Ok(true),
-        _ => Err(LoadError::WrongValueType {
-            key: key.to_string(),
-            expected: "bool (byte 0 or 1)",
-            found: "other byte",
-        }),
+        _ => {
+            Err(LoadError::WrongValueType { key: key.to_string(), expected: "bool (byte 0 or 1)", found: "other byte" })
+        }
     }
 }
 
@@ -827,10 +729,7 @@ fn read_array(r: &mut Reader, key: &str, depth: u32) -> Result<GgufArray, LoadEr
         9 => 12,
         10..=12 => 8,
         _ => {
-            return Err(LoadError::UnknownValueType {
-                key: key.to_string(),
-                type_id: element_type,
-            });
+            return Err(LoadError::UnknownValueType { key: key.to_string(), type_id: element_type });
         }
     };
     r.check_count(count, min_size, &|| format!("array length of '{key}'"))?;
@@ -912,8 +811,7 @@ impl GgufBuilder {
     /// Add a tensor; `dims` in ggml order (innermost first), `data` the
     /// already-encoded bytes.
     pub fn tensor(mut self, name: &str, dims: &[u64], ggml_type: GgmlType, data: Vec<u8>) -> Self {
-        self.tensors
-            .push((name.to_string(), dims.to_vec(), ggml_type, data));
+        self.tensors.push((name.to_string(), dims.to_vec(), ggml_type, data));
         self
     }
 
@@ -1019,32 +917,16 @@ fn write_array(out: &mut Vec<u8>, array: &GgufArray) {
     match array {
         GgufArray::U8(v) => out.extend_from_slice(v),
         GgufArray::I8(v) => out.extend(v.iter().map(|&x| x as u8)),
-        GgufArray::U16(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        GgufArray::I16(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        GgufArray::U32(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        GgufArray::I32(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        GgufArray::F32(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        GgufArray::U16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        GgufArray::I16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        GgufArray::U32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        GgufArray::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        GgufArray::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
         GgufArray::Bool(v) => out.extend(v.iter().map(|&x| x as u8)),
         GgufArray::String(v) => v.iter().for_each(|s| write_string(out, s)),
         GgufArray::Array(v) => v.iter().for_each(|a| write_array(out, a)),
-        GgufArray::U64(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        GgufArray::I64(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        GgufArray::F64(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        GgufArray::U64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        GgufArray::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        GgufArray::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
     }
 }

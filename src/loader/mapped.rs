@@ -12,16 +12,10 @@ pub(crate) enum FileBytes {
 impl FileBytes {
     pub(crate) fn map(path: &Path) -> Result<Self> {
         let shown = || path.display().to_string();
-        let file = std::fs::File::open(path).map_err(|source| Error::Io {
-            path: shown(),
-            source,
-        })?;
+        let file = std::fs::File::open(path).map_err(|source| Error::Io { path: shown(), source })?;
         // SAFETY: the map is read-only; like every memory-mapped loader we
         // rely on the file not being truncated by another process while in use.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| Error::Io {
-            path: shown(),
-            source,
-        })?;
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| Error::Io { path: shown(), source })?;
         Ok(FileBytes::Mapped(map))
     }
 

@@ -195,10 +195,7 @@ impl GgmlType {
     /// Whether [`dequantize`] handles this type.
     pub fn can_dequantize(self) -> bool {
         use GgmlType::*;
-        matches!(
-            self,
-            F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_1 | Q4_K | Q6_K | TQ1_0 | TQ2_0 | I2_S
-        )
+        matches!(self, F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_1 | Q4_K | Q6_K | TQ1_0 | TQ2_0 | I2_S)
     }
 
     /// Bytes a tensor of these ggml-order dims occupies. Rows (`dims[0]`)
@@ -212,17 +209,13 @@ impl GgmlType {
         let (block, block_bytes) = self.block_layout();
         if self == GgmlType::I2_S {
             if !n.is_multiple_of(I2_S_BLOCK as u64) {
-                return Err(format!(
-                    "I2_S needs a multiple of {I2_S_BLOCK} elements, got {n}"
-                ));
+                return Err(format!("I2_S needs a multiple of {I2_S_BLOCK} elements, got {n}"));
             }
             return Ok(n / 4 + I2_S_TAIL as u64);
         }
         let row = dims.first().copied().unwrap_or(1);
         if row % block as u64 != 0 {
-            return Err(format!(
-                "{self:?} needs rows (dims[0]) that are a multiple of {block}, got {row}"
-            ));
+            return Err(format!("{self:?} needs rows (dims[0]) that are a multiple of {block}, got {row}"));
         }
         (n / block as u64)
             .checked_mul(block_bytes as u64)
@@ -244,11 +237,7 @@ pub struct Ternary {
 impl Ternary {
     /// Expand to f32 values.
     pub fn to_f32(&self) -> Vec<f32> {
-        self.values
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| v as f32 * self.scales[i / self.block_size.max(1)])
-            .collect()
+        self.values.iter().enumerate().map(|(i, &v)| v as f32 * self.scales[i / self.block_size.max(1)]).collect()
     }
 }
 
@@ -263,10 +252,7 @@ fn f16_at(bytes: &[u8], at: usize) -> f32 {
 fn expected_len(ty: GgmlType, bytes: &[u8], n: usize) -> Result<()> {
     let expected = ty.tensor_bytes(&[n as u64]).map_err(quant_error)?;
     if bytes.len() as u64 != expected {
-        return Err(quant_error(format!(
-            "{ty:?} with {n} elements needs {expected} bytes, got {}",
-            bytes.len()
-        )));
+        return Err(quant_error(format!("{ty:?} with {n} elements needs {expected} bytes, got {}", bytes.len())));
     }
     Ok(())
 }
@@ -316,17 +302,8 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-fn blocks(
-    bytes: &[u8],
-    out: &mut [f32],
-    block_bytes: usize,
-    block: usize,
-    f: fn(&[u8], &mut [f32]),
-) {
-    for (b, o) in bytes
-        .chunks_exact(block_bytes)
-        .zip(out.chunks_exact_mut(block))
-    {
+fn blocks(bytes: &[u8], out: &mut [f32], block_bytes: usize, block: usize, f: fn(&[u8], &mut [f32])) {
+    for (b, o) in bytes.chunks_exact(block_bytes).zip(out.chunks_exact_mut(block)) {
         f(b, o);
     }
 }
@@ -365,10 +342,7 @@ fn q4_k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {
-        (
-            (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4),
-            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
-        )
+        ((s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
     }
 }
 
@@ -464,10 +438,7 @@ fn extract_ternary_lenient(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Terna
         }
         GgmlType::I2_S => {
             let codes = &bytes[..n / 4];
-            for (b, v) in codes
-                .chunks_exact(32)
-                .zip(values.chunks_exact_mut(I2_S_BLOCK))
-            {
+            for (b, v) in codes.chunks_exact(32).zip(values.chunks_exact_mut(I2_S_BLOCK)) {
                 for j in 0..32 {
                     for group in 0..4 {
                         let code = (b[j] >> (6 - 2 * group)) & 3;
@@ -484,17 +455,11 @@ fn extract_ternary_lenient(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Terna
             vec![f32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]])]
         }
         other => {
-            return Err(quant_error(format!(
-                "{other:?} is not a ternary type (expected TQ1_0, TQ2_0 or I2_S)"
-            )));
+            return Err(quant_error(format!("{other:?} is not a ternary type (expected TQ1_0, TQ2_0 or I2_S)")));
         }
     };
     let block_size = if ty == GgmlType::I2_S { n.max(1) } else { 256 };
-    Ok(Ternary {
-        values,
-        scales,
-        block_size,
-    })
+    Ok(Ternary { values, scales, block_size })
 }
 
 /// TQ1_0 stores trits in base 3 as a fixed-point fraction: byte q encodes
@@ -543,10 +508,7 @@ mod tests {
     fn tensor_bytes_follow_block_layouts() {
         assert_eq!(GgmlType::Q4_K.tensor_bytes(&[512, 3]), Ok(6 * 144));
         assert_eq!(GgmlType::TQ1_0.tensor_bytes(&[256]), Ok(54));
-        assert_eq!(
-            GgmlType::I2_S.tensor_bytes(&[2560, 640]),
-            Ok(2560 * 640 / 4 + 32)
-        );
+        assert_eq!(GgmlType::I2_S.tensor_bytes(&[2560, 640]), Ok(2560 * 640 / 4 + 32));
         assert_eq!(GgmlType::BF16.tensor_bytes(&[]), Ok(2));
         assert!(GgmlType::Q8_0.tensor_bytes(&[16, 2]).is_err());
         assert!(GgmlType::F32.tensor_bytes(&[u64::MAX, 2]).is_err());

@@ -44,10 +44,7 @@ pub struct SafeTensors {
 
 impl std::fmt::Debug for SafeTensors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SafeTensors")
-            .field("files", &self.files())
-            .field("tensors", &self.location.len())
-            .finish()
+        f.debug_struct("SafeTensors").field("files", &self.files()).field("tensors", &self.location.len()).finish()
     }
 }
 
@@ -76,10 +73,7 @@ impl SafeTensors {
             if single.is_file() {
                 return Self::open_files(&[single]);
             }
-            return Err(LoadError::NoCheckpoint {
-                dir: path.display().to_string(),
-            }
-            .into());
+            return Err(LoadError::NoCheckpoint { dir: path.display().to_string() }.into());
         }
         if path.extension().is_some_and(|e| e == "json") {
             return Self::open_index(path);
@@ -92,10 +86,7 @@ impl SafeTensors {
     pub fn open_index(index_path: impl AsRef<Path>) -> Result<Self> {
         let index_path = index_path.as_ref();
         let shown = index_path.display().to_string();
-        let text = std::fs::read_to_string(index_path).map_err(|source| Error::Io {
-            path: shown.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(index_path).map_err(|source| Error::Io { path: shown.clone(), source })?;
         let weight_map = parse_index(&text).map_err(|e| e.in_file(&shown))?;
         let dir = index_path.parent().unwrap_or(Path::new("."));
         let mut files: Vec<String> = weight_map.values().cloned().collect();
@@ -116,10 +107,7 @@ impl SafeTensors {
             };
             if shard.path != dir.join(file).display().to_string() {
                 return Err(LoadError::Safetensors {
-                    message: format!(
-                        "{shown} puts tensor '{tensor}' in {file}, but it is in {}",
-                        shard.path
-                    ),
+                    message: format!("{shown} puts tensor '{tensor}' in {file}, but it is in {}", shard.path),
                 }
                 .into());
             }
@@ -139,12 +127,7 @@ impl SafeTensors {
 
     /// A checkpoint held in memory, one `(name, bytes)` per shard.
     pub fn from_bytes(shards: Vec<(String, Vec<u8>)>) -> Result<Self> {
-        Self::from_shards(
-            shards
-                .into_iter()
-                .map(|(name, bytes)| (name, FileBytes::Owned(bytes)))
-                .collect(),
-        )
+        Self::from_shards(shards.into_iter().map(|(name, bytes)| (name, FileBytes::Owned(bytes))).collect())
     }
 
     fn from_shards(files: Vec<(String, FileBytes)>) -> Result<Self> {
@@ -164,11 +147,7 @@ impl SafeTensors {
                 }
                 location.insert(name.clone(), index);
             }
-            shards.push(Shard {
-                path,
-                bytes,
-                tensors,
-            });
+            shards.push(Shard { path, bytes, tensors });
         }
         Ok(SafeTensors { shards, location })
     }
@@ -213,11 +192,7 @@ impl SafeTensors {
     /// The tensor, or an error naming it and the files searched.
     pub fn tensor(&self, name: &str) -> Result<TensorView<'_>> {
         self.get(name).ok_or_else(|| {
-            LoadError::TensorNotFound {
-                name: name.to_string(),
-                searched: self.files().join(", "),
-            }
-            .into()
+            LoadError::TensorNotFound { name: name.to_string(), searched: self.files().join(", ") }.into()
         })
     }
 
@@ -250,10 +225,8 @@ fn parse_index(text: &str) -> Result<HashMap<String, String>, LoadError> {
 }
 
 fn parse_header(bytes: &[u8]) -> Result<HashMap<String, TensorEntry>, LoadError> {
-    let (header_len, metadata) =
-        ::safetensors::SafeTensors::read_metadata(bytes).map_err(|e| LoadError::Safetensors {
-            message: describe(e, bytes.len()),
-        })?;
+    let (header_len, metadata) = ::safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| LoadError::Safetensors { message: describe(e, bytes.len()) })?;
     // read_metadata has checked that the ranges tile [0, data_len) and that
     // 8 + header_len + data_len is the file length.
     let data_start = 8 + header_len;
@@ -278,9 +251,7 @@ fn describe(err: ::safetensors::SafeTensorError, file_len: usize) -> String {
         E::HeaderTooSmall => {
             format!("only {file_len} bytes, too short for the 8-byte header length")
         }
-        E::InvalidHeaderLength => {
-            "the header length points past the end of the file (truncated download?)".into()
-        }
+        E::InvalidHeaderLength => "the header length points past the end of the file (truncated download?)".into(),
         E::MetadataIncompleteBuffer => {
             "the tensor data does not end where the file ends (truncated or padded file)".into()
         }
@@ -363,9 +334,7 @@ impl<'a> TensorView<'a> {
     pub fn to_f32(&self) -> Result<Vec<f32>> {
         let d = self.data;
         fn each<const N: usize>(d: &[u8], f: impl Fn([u8; N]) -> f32) -> Vec<f32> {
-            d.chunks_exact(N)
-                .map(|c| f(c.try_into().expect("chunks_exact gives N bytes")))
-                .collect()
+            d.chunks_exact(N).map(|c| f(c.try_into().expect("chunks_exact gives N bytes"))).collect()
         }
         Ok(match self.dtype {
             Dtype::F32 => each(d, f32::from_le_bytes),

@@ -27,14 +27,14 @@ pub use weights::{LayerWeights, Matrix, MatrixData, ModelWeights};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, GpuBuffer};
 use crate::loader::config::{Activation, ModelConfig};
+use crate::ops::RmsNorm;
 use crate::ops::attention::{Attention, KvCache};
 use crate::ops::elementwise::{AddInPlace, GatedActivation, GatedMul};
 use crate::ops::embedding::Embedding;
 use crate::ops::matmul::{DenseWeight, Matmul};
 use crate::ops::rope::{Rope, RopeTable};
-use crate::ops::ternary::{Int8Activations, QuantizeInt8, TernaryMatmul, TernaryWeight};
 use crate::ops::sampling::Argmax;
-use crate::ops::RmsNorm;
+use crate::ops::ternary::{Int8Activations, QuantizeInt8, TernaryMatmul, TernaryWeight};
 
 /// How the GPU model is sized.
 #[derive(Clone, Debug)]
@@ -49,11 +49,7 @@ pub struct ModelOptions {
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        ModelOptions {
-            max_context: 0,
-            prefill_chunk: 64,
-            all_logits: false,
-        }
+        ModelOptions { max_context: 0, prefill_chunk: 64, all_logits: false }
     }
 }
 
@@ -92,7 +88,14 @@ enum Linear {
 }
 
 impl Linear {
-    fn new(gpu: &Gpu, weight: &LinearWeight, x: &GpuBuffer, x8: Option<&Int8Activations>, out: &GpuBuffer, max_rows: u32) -> Result<Self> {
+    fn new(
+        gpu: &Gpu,
+        weight: &LinearWeight,
+        x: &GpuBuffer,
+        x8: Option<&Int8Activations>,
+        out: &GpuBuffer,
+        max_rows: u32,
+    ) -> Result<Self> {
         Ok(match weight {
             LinearWeight::Dense(w) => Linear::Dense(Matmul::new(gpu, w, x, out, max_rows)?),
             LinearWeight::Ternary(w) => {
@@ -119,22 +122,22 @@ impl Linear {
 
 /// Activation buffers shared by all layers (they run one after another).
 struct Activations {
-    ids: GpuBuffer,       // u32 [rows]
-    h: GpuBuffer,         // [rows][hidden], the residual stream
-    x: GpuBuffer,         // [rows][hidden], normed input of a block
-    delta: GpuBuffer,     // [rows][hidden], a block's output before the residual add
-    q: GpuBuffer,         // [rows][q_dim]
-    k: GpuBuffer,         // [rows][kv_dim]
-    v: GpuBuffer,         // [rows][kv_dim]
-    attn: GpuBuffer,      // [rows][q_dim]
-    attn_sub: GpuBuffer,  // [rows][q_dim], BitNet's attn_sub_norm output
-    gate: GpuBuffer,      // [rows][intermediate]
-    up: GpuBuffer,        // [rows][intermediate]
-    mlp: GpuBuffer,       // [rows][intermediate]
-    mlp_sub: GpuBuffer,   // [rows][intermediate], BitNet's ffn_sub_norm output
-    last: GpuBuffer,      // [1][hidden], the last token's residual
-    final_x: GpuBuffer,   // [logit rows][hidden]
-    logits: GpuBuffer,    // [logit rows][vocab]
+    ids: GpuBuffer,        // u32 [rows]
+    h: GpuBuffer,          // [rows][hidden], the residual stream
+    x: GpuBuffer,          // [rows][hidden], normed input of a block
+    delta: GpuBuffer,      // [rows][hidden], a block's output before the residual add
+    q: GpuBuffer,          // [rows][q_dim]
+    k: GpuBuffer,          // [rows][kv_dim]
+    v: GpuBuffer,          // [rows][kv_dim]
+    attn: GpuBuffer,       // [rows][q_dim]
+    attn_sub: GpuBuffer,   // [rows][q_dim], BitNet's attn_sub_norm output
+    gate: GpuBuffer,       // [rows][intermediate]
+    up: GpuBuffer,         // [rows][intermediate]
+    mlp: GpuBuffer,        // [rows][intermediate]
+    mlp_sub: GpuBuffer,    // [rows][intermediate], BitNet's ffn_sub_norm output
+    last: GpuBuffer,       // [1][hidden], the last token's residual
+    final_x: GpuBuffer,    // [logit rows][hidden]
+    logits: GpuBuffer,     // [logit rows][vocab]
     next_token: GpuBuffer, // u32 [1], argmax of the last logits row
     /// Int8 activations by input width (hidden, q_dim, intermediate), for ternary models.
     x8_hidden: Option<Int8Activations>,
@@ -169,13 +172,22 @@ struct Layer {
 impl Layer {
     fn set_step(&mut self, gpu: &Gpu, rows: u32, pos0: u32) -> Result<()> {
         self.attn_norm.set_rows(gpu, rows)?;
-        for q in [&mut self.quantize_attn_in, &mut self.quantize_o_in, &mut self.quantize_ffn_in, &mut self.quantize_down_in]
-            .into_iter()
-            .flatten()
+        for q in
+            [&mut self.quantize_attn_in, &mut self.quantize_o_in, &mut self.quantize_ffn_in, &mut self.quantize_down_in]
+                .into_iter()
+                .flatten()
         {
             q.set_rows(gpu, rows)?;
         }
-        for l in [&mut self.q_proj, &mut self.k_proj, &mut self.v_proj, &mut self.o_proj, &mut self.gate_proj, &mut self.up_proj, &mut self.down_proj] {
+        for l in [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.o_proj,
+            &mut self.gate_proj,
+            &mut self.up_proj,
+            &mut self.down_proj,
+        ] {
             l.set_rows(gpu, rows)?;
         }
         self.rope.set_step(gpu, rows, pos0)?;
@@ -252,8 +264,13 @@ impl Model {
         let mut options = options;
         options.prefill_chunk = options.prefill_chunk.clamp(1, max_context);
         let rows = options.prefill_chunk;
-        let (hidden, q_dim, kv_dim, inter, vocab) =
-            (c.hidden_size as u32, c.q_dim() as u32, c.kv_dim() as u32, c.intermediate_size as u32, c.vocab_size as u32);
+        let (hidden, q_dim, kv_dim, inter, vocab) = (
+            c.hidden_size as u32,
+            c.q_dim() as u32,
+            c.kv_dim() as u32,
+            c.intermediate_size as u32,
+            c.vocab_size as u32,
+        );
         let logit_rows = if options.all_logits { rows } else { 1 };
         let f32s = |label: &str, n: u32| gpu.storage(label, n as u64 * 4);
         let ternary = weights.layers.iter().any(|l| l.q_proj.is_ternary() || l.gate_proj.is_ternary());
@@ -296,16 +313,32 @@ impl Model {
         for (i, w) in weights.layers.iter().enumerate() {
             log::debug!("uploading layer {i}");
             let lin = |name: &str, m: &Matrix| LinearWeight::upload(gpu, &format!("layers.{i}.{name}"), m);
-            let (wq, wk, wv, wo) = (lin("q_proj", &w.q_proj)?, lin("k_proj", &w.k_proj)?, lin("v_proj", &w.v_proj)?, lin("o_proj", &w.o_proj)?);
-            let (wg, wu, wd) = (lin("gate_proj", &w.gate_proj)?, lin("up_proj", &w.up_proj)?, lin("down_proj", &w.down_proj)?);
-            let cache = KvCache::new(gpu, &format!("layers.{i}.kv"), c.num_key_value_heads as u32, c.head_dim as u32, max_context)?;
+            let (wq, wk, wv, wo) = (
+                lin("q_proj", &w.q_proj)?,
+                lin("k_proj", &w.k_proj)?,
+                lin("v_proj", &w.v_proj)?,
+                lin("o_proj", &w.o_proj)?,
+            );
+            let (wg, wu, wd) =
+                (lin("gate_proj", &w.gate_proj)?, lin("up_proj", &w.up_proj)?, lin("down_proj", &w.down_proj)?);
+            let cache = KvCache::new(
+                gpu,
+                &format!("layers.{i}.kv"),
+                c.num_key_value_heads as u32,
+                c.head_dim as u32,
+                max_context,
+            )?;
             let attn_sub_norm = match &w.attn_sub_norm {
-                Some(v) => Some(RmsNorm::new(gpu, &act.attn, &vector("attn_sub_norm", v)?, &act.attn_sub, rows, q_dim, eps)?),
+                Some(v) => {
+                    Some(RmsNorm::new(gpu, &act.attn, &vector("attn_sub_norm", v)?, &act.attn_sub, rows, q_dim, eps)?)
+                }
                 None => None,
             };
             let o_in = if attn_sub_norm.is_some() { &act.attn_sub } else { &act.attn };
             let ffn_sub_norm = match &w.ffn_sub_norm {
-                Some(v) => Some(RmsNorm::new(gpu, &act.mlp, &vector("ffn_sub_norm", v)?, &act.mlp_sub, rows, inter, eps)?),
+                Some(v) => {
+                    Some(RmsNorm::new(gpu, &act.mlp, &vector("ffn_sub_norm", v)?, &act.mlp_sub, rows, inter, eps)?)
+                }
                 None => None,
             };
             let down_in = if ffn_sub_norm.is_some() { &act.mlp_sub } else { &act.mlp };
@@ -314,18 +347,51 @@ impl Model {
                 Activation::Relu2 => GatedActivation::Relu2,
             };
             layers.push(Layer {
-                attn_norm: RmsNorm::new(gpu, &act.h, &vector("input_layernorm", &w.input_layernorm)?, &act.x, rows, hidden, eps)?,
+                attn_norm: RmsNorm::new(
+                    gpu,
+                    &act.h,
+                    &vector("input_layernorm", &w.input_layernorm)?,
+                    &act.x,
+                    rows,
+                    hidden,
+                    eps,
+                )?,
                 quantize_attn_in: quantize(&act.x, &act.x8_hidden)?,
                 q_proj: Linear::new(gpu, &wq, &act.x, act.x8_hidden.as_ref(), &act.q, rows)?,
                 k_proj: Linear::new(gpu, &wk, &act.x, act.x8_hidden.as_ref(), &act.k, rows)?,
                 v_proj: Linear::new(gpu, &wv, &act.x, act.x8_hidden.as_ref(), &act.v, rows)?,
-                rope: Rope::new(gpu, &rope_table, &act.q, &act.k, rows, c.num_attention_heads as u32, c.num_key_value_heads as u32)?,
-                attention: Attention::new(gpu, &cache, &act.q, &act.k, &act.v, &act.attn, rows, c.num_attention_heads as u32)?,
+                rope: Rope::new(
+                    gpu,
+                    &rope_table,
+                    &act.q,
+                    &act.k,
+                    rows,
+                    c.num_attention_heads as u32,
+                    c.num_key_value_heads as u32,
+                )?,
+                attention: Attention::new(
+                    gpu,
+                    &cache,
+                    &act.q,
+                    &act.k,
+                    &act.v,
+                    &act.attn,
+                    rows,
+                    c.num_attention_heads as u32,
+                )?,
                 attn_sub_norm,
                 quantize_o_in: quantize(o_in, &act.x8_q)?,
                 o_proj: Linear::new(gpu, &wo, o_in, act.x8_q.as_ref(), &act.delta, rows)?,
                 attn_residual: AddInPlace::new(gpu, &act.h, &act.delta, rows, hidden)?,
-                ffn_norm: RmsNorm::new(gpu, &act.h, &vector("post_attention_layernorm", &w.post_attention_layernorm)?, &act.x, rows, hidden, eps)?,
+                ffn_norm: RmsNorm::new(
+                    gpu,
+                    &act.h,
+                    &vector("post_attention_layernorm", &w.post_attention_layernorm)?,
+                    &act.x,
+                    rows,
+                    hidden,
+                    eps,
+                )?,
                 quantize_ffn_in: quantize(&act.x, &act.x8_hidden)?,
                 gate_proj: Linear::new(gpu, &wg, &act.x, act.x8_hidden.as_ref(), &act.gate, rows)?,
                 up_proj: Linear::new(gpu, &wu, &act.x, act.x8_hidden.as_ref(), &act.up, rows)?,
@@ -392,7 +458,10 @@ impl Model {
             )));
         }
         if let Some(bad) = tokens.iter().find(|&&t| t as usize >= self.config.vocab_size) {
-            return Err(Error::Invalid(format!("token id {bad} is outside the vocabulary of {} tokens", self.config.vocab_size)));
+            return Err(Error::Invalid(format!(
+                "token id {bad} is outside the vocabulary of {} tokens",
+                self.config.vocab_size
+            )));
         }
         for chunk in tokens.chunks(self.options.prefill_chunk.max(1) as usize) {
             self.step(gpu, chunk)?;
@@ -422,7 +491,13 @@ impl Model {
         gpu.record(&mut encoder, "layers", &body);
         if !self.options.all_logits {
             let row_bytes = self.config.hidden_size as u64 * 4;
-            encoder.copy_buffer_to_buffer(&self.act.h.buffer, (rows as u64 - 1) * row_bytes, &self.act.last.buffer, 0, row_bytes);
+            encoder.copy_buffer_to_buffer(
+                &self.act.h.buffer,
+                (rows as u64 - 1) * row_bytes,
+                &self.act.last.buffer,
+                0,
+                row_bytes,
+            );
         }
         let mut head: Vec<&Dispatch> = vec![&self.final_norm.dispatch];
         head.extend(self.lm_head.dispatches());

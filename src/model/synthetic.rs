@@ -130,17 +130,7 @@ pub fn random_weights(config: &ModelConfig, seed: u64) -> ModelWeights {
             ffn_sub_norm: bitnet.then(|| norm(inter)),
         })
         .collect();
-    let rope_inv_freq = crate::cpu::rope::rope_inv_freq(
-        c.head_dim,
-        c.rope_theta,
-        c.rope_scaling.map(super::weights::rope_scaling),
-    );
-    ModelWeights {
-        config: c.clone(),
-        embed_tokens,
-        layers,
-        norm: norm(hidden),
-        lm_head: None,
-        rope_inv_freq,
-    }
+    let rope_inv_freq =
+        crate::cpu::rope::rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling.map(super::weights::rope_scaling));
+    ModelWeights { config: c.clone(), embed_tokens, layers, norm: norm(hidden), lm_head: None, rope_inv_freq }
 }

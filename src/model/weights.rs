@@ -169,7 +169,11 @@ impl ModelWeights {
                 k_proj: linear(&format!("{p}self_attn.k_proj.weight"), kv_dim, hidden)?,
                 v_proj: linear(&format!("{p}self_attn.v_proj.weight"), kv_dim, hidden)?,
                 o_proj: linear(&format!("{p}self_attn.o_proj.weight"), hidden, q_dim)?,
-                attn_sub_norm: if bitnet { Some(vector(&format!("{p}self_attn.attn_sub_norm.weight"), q_dim)?) } else { None },
+                attn_sub_norm: if bitnet {
+                    Some(vector(&format!("{p}self_attn.attn_sub_norm.weight"), q_dim)?)
+                } else {
+                    None
+                },
                 post_attention_layernorm: vector(&format!("{p}post_attention_layernorm.weight"), hidden)?,
                 gate_proj: linear(&format!("{p}mlp.gate_proj.weight"), inter, hidden)?,
                 up_proj: linear(&format!("{p}mlp.up_proj.weight"), inter, hidden)?,
@@ -199,7 +203,8 @@ impl ModelWeights {
         let config = ModelConfig::from_gguf(g)?;
         config.validate()?;
         let c = &config;
-        let (hidden, inter, q_dim, kv_dim, hd) = (c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim(), c.head_dim);
+        let (hidden, inter, q_dim, kv_dim, hd) =
+            (c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim(), c.head_dim);
         let vector = |name: &str, len: usize| -> Result<Vec<f32>> {
             expect_gguf_shape(g, name, &[len])?;
             g.tensor_f32(name)
@@ -275,8 +280,12 @@ fn hf_dense(st: &SafeTensors, name: &str, rows: usize, cols: usize) -> Result<Ma
     let t = st.tensor(name)?;
     t.expect_shape(&[rows, cols])?;
     let data = match t.dtype() {
-        Dtype::F16 => MatrixData::F16(bytemuck::pod_collect_to_vec::<u8, u16>(t.data()).into_iter().map(f16::from_bits).collect()),
-        Dtype::BF16 => MatrixData::Bf16(bytemuck::pod_collect_to_vec::<u8, u16>(t.data()).into_iter().map(bf16::from_bits).collect()),
+        Dtype::F16 => {
+            MatrixData::F16(bytemuck::pod_collect_to_vec::<u8, u16>(t.data()).into_iter().map(f16::from_bits).collect())
+        }
+        Dtype::BF16 => MatrixData::Bf16(
+            bytemuck::pod_collect_to_vec::<u8, u16>(t.data()).into_iter().map(bf16::from_bits).collect(),
+        ),
         _ => MatrixData::F32(t.to_f32()?),
     };
     Ok(Matrix { rows, cols, data })
@@ -294,10 +303,9 @@ fn hf_linear(st: &SafeTensors, c: &ModelConfig, name: &str, rows: usize, cols: u
         let values = crate::cpu::ternary::unpack_hf_packed(t.as_u8()?, rows, cols)?;
         let scale_name = name.replace(".weight", ".weight_scale");
         let scale = st.tensor(&scale_name)?.to_f32()?;
-        let scale = *scale
-            .first()
-            .filter(|s| s.is_finite() && **s != 0.0)
-            .ok_or_else(|| Error::Invalid(format!("{scale_name}: expected one finite non-zero scale, got {scale:?}")))?;
+        let scale = *scale.first().filter(|s| s.is_finite() && **s != 0.0).ok_or_else(|| {
+            Error::Invalid(format!("{scale_name}: expected one finite non-zero scale, got {scale:?}"))
+        })?;
         Ok(Matrix { rows, cols, data: MatrixData::Ternary { values, scale, convention: convention(c.weight_scale) } })
     } else {
         // Master weights: ternarize with absmean as BitNet b1.58 training does.
@@ -318,8 +326,12 @@ pub fn ternarize_absmean(w: &[f32]) -> (Vec<i8>, f32) {
 fn gguf_dense(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
     let info = expect_gguf_shape(g, name, &[rows, cols])?;
     let data = match info.ggml_type {
-        GgmlType::F16 => MatrixData::F16(bytemuck::pod_collect_to_vec::<u8, u16>(g.tensor_bytes(name)?).into_iter().map(f16::from_bits).collect()),
-        GgmlType::BF16 => MatrixData::Bf16(bytemuck::pod_collect_to_vec::<u8, u16>(g.tensor_bytes(name)?).into_iter().map(bf16::from_bits).collect()),
+        GgmlType::F16 => MatrixData::F16(
+            bytemuck::pod_collect_to_vec::<u8, u16>(g.tensor_bytes(name)?).into_iter().map(f16::from_bits).collect(),
+        ),
+        GgmlType::BF16 => MatrixData::Bf16(
+            bytemuck::pod_collect_to_vec::<u8, u16>(g.tensor_bytes(name)?).into_iter().map(bf16::from_bits).collect(),
+        ),
         _ => MatrixData::F32(g.tensor_f32(name)?),
     };
     Ok(Matrix { rows, cols, data })

@@ -29,9 +29,7 @@ impl KvCache {
         if kv_heads == 0 || head_dim == 0 || max_seq == 0 {
             return Err(Error::shape(
                 "kv_cache",
-                format!(
-                    "kv_heads, head_dim and max_seq must be positive, got {kv_heads}, {head_dim}, {max_seq}"
-                ),
+                format!("kv_heads, head_dim and max_seq must be positive, got {kv_heads}, {head_dim}, {max_seq}"),
             ));
         }
         let bytes = kv_heads as u64 * max_seq as u64 * head_dim as u64 * 4;
@@ -116,10 +114,7 @@ impl Attention {
         check_len("attention", v_new, kv_len, 4)?;
 
         // set_step below writes the real values.
-        let params = gpu.uniform_from(
-            "attention.params",
-            &<Params as bytemuck::Zeroable>::zeroed(),
-        )?;
+        let params = gpu.uniform_from("attention.params", &<Params as bytemuck::Zeroable>::zeroed())?;
         let append = gpu.dispatch(
             "kv_append",
             &KernelKey::new("attention", "append"),
@@ -132,16 +127,7 @@ impl Attention {
             &[&params, &cache.k, &cache.v, q, out],
             [0; 3],
         )?;
-        let mut attention = Attention {
-            append,
-            attend,
-            params,
-            heads,
-            kv_heads,
-            head_dim,
-            max_seq,
-            max_rows,
-        };
+        let mut attention = Attention { append, attend, params, heads, kv_heads, head_dim, max_seq, max_rows };
         attention.set_step(gpu, max_rows, 0)?;
         Ok(attention)
     }
@@ -150,10 +136,7 @@ impl Attention {
     /// submit (no allocation). Fails when the step passes the cache's end.
     pub fn set_step(&mut self, gpu: &Gpu, rows: u32, pos0: u32) -> Result<()> {
         if rows > self.max_rows {
-            return Err(Error::shape(
-                "attention",
-                format!("{rows} rows > {} allocated", self.max_rows),
-            ));
+            return Err(Error::shape("attention", format!("{rows} rows > {} allocated", self.max_rows)));
         }
         let end = pos0 as u64 + rows as u64;
         if end > self.max_seq as u64 {
@@ -175,8 +158,7 @@ impl Attention {
         };
         gpu.write(&self.params, 0, bytemuck::bytes_of(&p));
         let elements = rows * self.kv_heads * self.head_dim;
-        self.append
-            .set_workgroups(gpu.grid(elements.div_ceil(APPEND_WORKGROUP)));
+        self.append.set_workgroups(gpu.grid(elements.div_ceil(APPEND_WORKGROUP)));
         self.attend.set_workgroups(gpu.grid(rows * self.heads));
         Ok(())
     }

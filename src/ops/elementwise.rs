@@ -46,13 +46,7 @@ struct ElementwiseGrid {
 }
 
 impl ElementwiseGrid {
-    fn new(
-        gpu: &Gpu,
-        op: &'static str,
-        buffers: &[&GpuBuffer],
-        max_rows: u32,
-        dim: u32,
-    ) -> Result<Self> {
+    fn new(gpu: &Gpu, op: &'static str, buffers: &[&GpuBuffer], max_rows: u32, dim: u32) -> Result<Self> {
         if dim == 0 {
             return Err(Error::shape(op, "dim must be positive"));
         }
@@ -61,32 +55,20 @@ impl ElementwiseGrid {
             check_len(op, buffer, len as u64, 4)?;
         }
         let params = gpu.uniform_from(&format!("{op}.params"), &Params { len, _pad: [0; 3] })?;
-        Ok(ElementwiseGrid {
-            params,
-            dim,
-            max_rows,
-        })
+        Ok(ElementwiseGrid { params, dim, max_rows })
     }
 
     fn len(op: &'static str, rows: u32, dim: u32) -> Result<u32> {
-        rows.checked_mul(dim)
-            .ok_or_else(|| Error::shape(op, format!("{rows} rows of {dim} elements overflow u32")))
+        rows.checked_mul(dim).ok_or_else(|| Error::shape(op, format!("{rows} rows of {dim} elements overflow u32")))
     }
 
     /// Write the new length; returns the grid for it.
     fn set_rows(&self, gpu: &Gpu, op: &'static str, rows: u32) -> Result<[u32; 3]> {
         if rows > self.max_rows {
-            return Err(Error::shape(
-                op,
-                format!("{rows} rows > {} allocated", self.max_rows),
-            ));
+            return Err(Error::shape(op, format!("{rows} rows > {} allocated", self.max_rows)));
         }
         let len = Self::len(op, rows, self.dim)?;
-        gpu.write(
-            &self.params,
-            0,
-            bytemuck::bytes_of(&Params { len, _pad: [0; 3] }),
-        );
+        gpu.write(&self.params, 0, bytemuck::bytes_of(&Params { len, _pad: [0; 3] }));
         Ok(gpu.grid(len.div_ceil(WORKGROUP)))
     }
 }
@@ -112,10 +94,7 @@ impl GatedMul {
     ) -> Result<Self> {
         let op = activation.entry();
         if same_buffer(out, gate) || same_buffer(out, up) {
-            return Err(Error::shape(
-                op,
-                "out must not be the gate or up buffer (write to a buffer of its own)",
-            ));
+            return Err(Error::shape(op, "out must not be the gate or up buffer (write to a buffer of its own)"));
         }
         let grid = ElementwiseGrid::new(gpu, op, &[gate, up, out], max_rows, dim)?;
         let dispatch = gpu.dispatch(
@@ -145,10 +124,7 @@ impl AddInPlace {
     /// Build for up to `max_rows` rows; starts with `rows = max_rows`.
     pub fn new(gpu: &Gpu, h: &GpuBuffer, x: &GpuBuffer, max_rows: u32, dim: u32) -> Result<Self> {
         if same_buffer(h, x) {
-            return Err(Error::shape(
-                "add_inplace",
-                "h and x must be different buffers",
-            ));
+            return Err(Error::shape("add_inplace", "h and x must be different buffers"));
         }
         let grid = ElementwiseGrid::new(gpu, "add_inplace", &[h, x], max_rows, dim)?;
         let dispatch = gpu.dispatch(

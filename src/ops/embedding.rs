@@ -46,13 +46,7 @@ pub struct Embedding {
 impl Embedding {
     /// Build for up to `max_tokens` ids (the buffers must hold that many);
     /// starts with `tokens = max_tokens`.
-    pub fn new(
-        gpu: &Gpu,
-        table: &DenseWeight,
-        ids: &GpuBuffer,
-        out: &GpuBuffer,
-        max_tokens: u32,
-    ) -> Result<Self> {
+    pub fn new(gpu: &Gpu, table: &DenseWeight, ids: &GpuBuffer, out: &GpuBuffer, max_tokens: u32) -> Result<Self> {
         let (vocab, dim) = (table.rows, table.cols);
         if max_tokens == 0 {
             return Err(Error::shape("embedding", "max_tokens must be positive"));
@@ -62,26 +56,15 @@ impl Embedding {
         let mut covered = 0;
         for chunk in &table.chunks {
             if chunk.first_row != covered || chunk.rows == 0 {
-                return Err(Error::shape(
-                    "embedding",
-                    format!("table '{}' has a gap in its chunks", table.label),
-                ));
+                return Err(Error::shape("embedding", format!("table '{}' has a gap in its chunks", table.label)));
             }
-            check_len(
-                "embedding",
-                &chunk.buffer,
-                chunk.rows as u64 * table.row_words() as u64,
-                4,
-            )?;
+            check_len("embedding", &chunk.buffer, chunk.rows as u64 * table.row_words() as u64, 4)?;
             covered += chunk.rows;
         }
         if covered != vocab {
             return Err(Error::shape(
                 "embedding",
-                format!(
-                    "table '{}' chunks cover {covered} of {vocab} rows",
-                    table.label
-                ),
+                format!("table '{}' chunks cover {covered} of {vocab} rows", table.label),
             ));
         }
         let key = KernelKey::new("embedding", "main")
@@ -127,17 +110,10 @@ impl Embedding {
     /// Gather `tokens` ids in the next submit (no allocation).
     pub fn set_rows(&mut self, gpu: &Gpu, tokens: u32) -> Result<()> {
         if tokens > self.max_tokens {
-            return Err(Error::shape(
-                "embedding",
-                format!("{tokens} tokens > {} allocated", self.max_tokens),
-            ));
+            return Err(Error::shape("embedding", format!("{tokens} tokens > {} allocated", self.max_tokens)));
         }
         for index in 0..self.chunks.len() {
-            gpu.write(
-                &self.params[index],
-                0,
-                bytemuck::bytes_of(&self.chunk_params(index, tokens)),
-            );
+            gpu.write(&self.params[index], 0, bytemuck::bytes_of(&self.chunk_params(index, tokens)));
             self.dispatches[index].set_workgroups(gpu.grid(tokens));
         }
         Ok(())

@@ -78,13 +78,7 @@ impl DenseWeight {
 
     /// Upload bf16 `data` `[rows][cols]` as is (packed two per word), e.g. a
     /// checkpoint's bf16 embedding table; the shaders widen it exactly.
-    pub fn upload_bf16(
-        gpu: &Gpu,
-        label: &str,
-        data: &[bf16],
-        rows: u32,
-        cols: u32,
-    ) -> Result<Self> {
+    pub fn upload_bf16(gpu: &Gpu, label: &str, data: &[bf16], rows: u32, cols: u32) -> Result<Self> {
         Self::upload_bf16_with_chunk_rows(gpu, label, data, rows, cols, None)
     }
 
@@ -101,19 +95,9 @@ impl DenseWeight {
     ) -> Result<Self> {
         check_data_len(label, data.len(), rows, cols)?;
         let cols_usize = cols as usize;
-        Self::upload(
-            gpu,
-            label,
-            WeightFormat::F32,
-            rows,
-            cols,
-            chunk_rows,
-            |first, count| {
-                Cow::Borrowed(bytemuck::cast_slice(
-                    &data[first * cols_usize..(first + count) * cols_usize],
-                ))
-            },
-        )
+        Self::upload(gpu, label, WeightFormat::F32, rows, cols, chunk_rows, |first, count| {
+            Cow::Borrowed(bytemuck::cast_slice(&data[first * cols_usize..(first + count) * cols_usize]))
+        })
     }
 
     /// [`DenseWeight::upload_f16`] with at most `chunk_rows` rows per chunk.
@@ -127,15 +111,9 @@ impl DenseWeight {
     ) -> Result<Self> {
         check_data_len(label, data.len(), rows, cols)?;
         let bits: &[u16] = bytemuck::cast_slice(data);
-        Self::upload(
-            gpu,
-            label,
-            WeightFormat::F16,
-            rows,
-            cols,
-            chunk_rows,
-            |first, count| packed_rows_bytes(bits, cols as usize, first, count),
-        )
+        Self::upload(gpu, label, WeightFormat::F16, rows, cols, chunk_rows, |first, count| {
+            packed_rows_bytes(bits, cols as usize, first, count)
+        })
     }
 
     /// [`DenseWeight::upload_bf16`] with at most `chunk_rows` rows per chunk.
@@ -149,15 +127,9 @@ impl DenseWeight {
     ) -> Result<Self> {
         check_data_len(label, data.len(), rows, cols)?;
         let bits: &[u16] = bytemuck::cast_slice(data);
-        Self::upload(
-            gpu,
-            label,
-            WeightFormat::Bf16,
-            rows,
-            cols,
-            chunk_rows,
-            |first, count| packed_rows_bytes(bits, cols as usize, first, count),
-        )
+        Self::upload(gpu, label, WeightFormat::Bf16, rows, cols, chunk_rows, |first, count| {
+            packed_rows_bytes(bits, cols as usize, first, count)
+        })
     }
 
     /// The most rows of `cols` elements in `format` that fit one storage binding.
@@ -189,10 +161,7 @@ impl DenseWeight {
         let fit = Self::max_chunk_rows(gpu, format, cols);
         let chunk_rows = match chunk_rows {
             Some(0) => {
-                return Err(Error::shape(
-                    "dense weight",
-                    format!("'{label}': chunk_rows must be positive"),
-                ));
+                return Err(Error::shape("dense weight", format!("'{label}': chunk_rows must be positive")));
             }
             Some(requested) => requested,
             None if fit == 0 => {
@@ -211,48 +180,23 @@ impl DenseWeight {
         for index in 0..count {
             let first_row = index * chunk_rows;
             let chunk_len = chunk_rows.min(rows - first_row);
-            let name = if count == 1 {
-                label.to_string()
-            } else {
-                format!("{label}[chunk {index}]")
-            };
-            let buffer =
-                gpu.storage(&name, chunk_len as u64 * format.row_words(cols) as u64 * 4)?;
-            gpu.write(
-                &buffer,
-                0,
-                &chunk_bytes(first_row as usize, chunk_len as usize),
-            );
-            chunks.push(WeightChunk {
-                buffer,
-                first_row,
-                rows: chunk_len,
-            });
+            let name = if count == 1 { label.to_string() } else { format!("{label}[chunk {index}]") };
+            let buffer = gpu.storage(&name, chunk_len as u64 * format.row_words(cols) as u64 * 4)?;
+            gpu.write(&buffer, 0, &chunk_bytes(first_row as usize, chunk_len as usize));
+            chunks.push(WeightChunk { buffer, first_row, rows: chunk_len });
         }
-        Ok(DenseWeight {
-            label: label.to_string(),
-            format,
-            rows,
-            cols,
-            chunks,
-        })
+        Ok(DenseWeight { label: label.to_string(), format, rows, cols, chunks })
     }
 }
 
 fn check_data_len(label: &str, len: usize, rows: u32, cols: u32) -> Result<()> {
     if rows == 0 || cols == 0 {
-        return Err(Error::shape(
-            "dense weight",
-            format!("'{label}' is {rows}x{cols}; both must be positive"),
-        ));
+        return Err(Error::shape("dense weight", format!("'{label}' is {rows}x{cols}; both must be positive")));
     }
     if len as u64 != rows as u64 * cols as u64 {
         return Err(Error::shape(
             "dense weight",
-            format!(
-                "'{label}' has {len} elements, expected {rows}x{cols} = {}",
-                rows as u64 * cols as u64
-            ),
+            format!("'{label}' has {len} elements, expected {rows}x{cols} = {}", rows as u64 * cols as u64),
         ));
     }
     Ok(())
@@ -273,10 +217,7 @@ fn packed_rows_bytes(bits: &[u16], cols: usize, first: usize, count: usize) -> C
 /// Pack rows of `cols` 16-bit values two per u32 (see [`WeightFormat::F16`]).
 pub fn pack_halves(bits: &[u16], cols: usize) -> Vec<u32> {
     bits.chunks_exact(cols)
-        .flat_map(|row| {
-            row.chunks(2)
-                .map(|pair| pair[0] as u32 | (pair.get(1).copied().unwrap_or(0) as u32) << 16)
-        })
+        .flat_map(|row| row.chunks(2).map(|pair| pair[0] as u32 | (pair.get(1).copied().unwrap_or(0) as u32) << 16))
         .collect()
 }
 
@@ -292,11 +233,7 @@ pub enum MatmulKernel {
 impl MatmulKernel {
     /// The kernel [`Matmul::set_rows`] picks for `tokens` rows of x.
     pub fn for_tokens(tokens: u32) -> Self {
-        if tokens <= 1 {
-            MatmulKernel::Gemv
-        } else {
-            MatmulKernel::Gemm
-        }
+        if tokens <= 1 { MatmulKernel::Gemv } else { MatmulKernel::Gemm }
     }
 
     fn entry(self) -> &'static str {
@@ -309,9 +246,7 @@ impl MatmulKernel {
     fn workgroups(self, tokens: u32, rows: u32) -> u64 {
         match self {
             MatmulKernel::Gemv => tokens as u64 * rows.div_ceil(GEMV_ROWS) as u64,
-            MatmulKernel::Gemm => {
-                tokens.div_ceil(GEMM_TILE) as u64 * rows.div_ceil(GEMM_TILE) as u64
-            }
+            MatmulKernel::Gemm => tokens.div_ceil(GEMM_TILE) as u64 * rows.div_ceil(GEMM_TILE) as u64,
         }
     }
 }
@@ -351,13 +286,7 @@ pub struct Matmul {
 impl Matmul {
     /// Build for up to `max_tokens` rows of x (the buffers must hold that
     /// many); starts with `tokens = max_tokens`.
-    pub fn new(
-        gpu: &Gpu,
-        weight: &DenseWeight,
-        x: &GpuBuffer,
-        y: &GpuBuffer,
-        max_tokens: u32,
-    ) -> Result<Self> {
+    pub fn new(gpu: &Gpu, weight: &DenseWeight, x: &GpuBuffer, y: &GpuBuffer, max_tokens: u32) -> Result<Self> {
         let (n, k) = (weight.rows, weight.cols);
         if max_tokens == 0 {
             return Err(Error::shape("matmul", "max_tokens must be positive"));
@@ -367,26 +296,15 @@ impl Matmul {
         let mut covered = 0;
         for chunk in &weight.chunks {
             if chunk.first_row != covered || chunk.rows == 0 {
-                return Err(Error::shape(
-                    "matmul",
-                    format!("weight '{}' has a gap in its chunks", weight.label),
-                ));
+                return Err(Error::shape("matmul", format!("weight '{}' has a gap in its chunks", weight.label)));
             }
-            check_len(
-                "matmul",
-                &chunk.buffer,
-                chunk.rows as u64 * weight.row_words() as u64,
-                4,
-            )?;
+            check_len("matmul", &chunk.buffer, chunk.rows as u64 * weight.row_words() as u64, 4)?;
             covered += chunk.rows;
         }
         if covered != n {
             return Err(Error::shape(
                 "matmul",
-                format!(
-                    "weight '{}' chunks cover {covered} of {n} rows",
-                    weight.label
-                ),
+                format!("weight '{}' chunks cover {covered} of {n} rows", weight.label),
             ));
         }
         let shader = match weight.format {
@@ -397,11 +315,7 @@ impl Matmul {
             gemv: Vec::new(),
             gemm: Vec::new(),
             params: Vec::new(),
-            chunks: weight
-                .chunks
-                .iter()
-                .map(|c| (c.first_row, c.rows))
-                .collect(),
+            chunks: weight.chunks.iter().map(|c| (c.first_row, c.rows)).collect(),
             n,
             k,
             row_words: weight.row_words(),
@@ -409,13 +323,10 @@ impl Matmul {
             kernel: MatmulKernel::for_tokens(max_tokens),
         };
         for (index, chunk) in weight.chunks.iter().enumerate() {
-            let params = gpu.uniform_from(
-                &format!("{}.params[{index}]", weight.label),
-                &op.chunk_params(index, max_tokens),
-            )?;
+            let params =
+                gpu.uniform_from(&format!("{}.params[{index}]", weight.label), &op.chunk_params(index, max_tokens))?;
             for kernel in [MatmulKernel::Gemv, MatmulKernel::Gemm] {
-                let key = KernelKey::new(shader, kernel.entry())
-                    .define_if(weight.format == WeightFormat::Bf16, "BF16");
+                let key = KernelKey::new(shader, kernel.entry()).define_if(weight.format == WeightFormat::Bf16, "BF16");
                 let label = format!("matmul {} {}[{index}]", kernel.entry(), weight.label);
                 let grid = op.grid(gpu, kernel, max_tokens, chunk.rows)?;
                 let dispatch = gpu.dispatch(&label, &key, &[&params, x, &chunk.buffer, y], grid)?;
@@ -457,18 +368,11 @@ impl Matmul {
     /// [`Matmul::set_rows`] with an explicit kernel (both work for any token count).
     pub fn set_rows_with(&mut self, gpu: &Gpu, tokens: u32, kernel: MatmulKernel) -> Result<()> {
         if tokens > self.max_tokens {
-            return Err(Error::shape(
-                "matmul",
-                format!("{tokens} tokens > {} allocated", self.max_tokens),
-            ));
+            return Err(Error::shape("matmul", format!("{tokens} tokens > {} allocated", self.max_tokens)));
         }
         for index in 0..self.chunks.len() {
             let grid = self.grid(gpu, kernel, tokens, self.chunks[index].1)?;
-            gpu.write(
-                &self.params[index],
-                0,
-                bytemuck::bytes_of(&self.chunk_params(index, tokens)),
-            );
+            gpu.write(&self.params[index], 0, bytemuck::bytes_of(&self.chunk_params(index, tokens)));
             let dispatch = match kernel {
                 MatmulKernel::Gemv => &mut self.gemv[index],
                 MatmulKernel::Gemm => &mut self.gemm[index],
@@ -495,10 +399,7 @@ impl Matmul {
     fn grid(&self, gpu: &Gpu, kernel: MatmulKernel, tokens: u32, rows: u32) -> Result<[u32; 3]> {
         let count = kernel.workgroups(tokens, rows);
         let count = u32::try_from(count).map_err(|_| {
-            Error::shape(
-                "matmul",
-                format!("{count} workgroups for {tokens} tokens x {rows} rows is too many"),
-            )
+            Error::shape("matmul", format!("{count} workgroups for {tokens} tokens x {rows} rows is too many"))
         })?;
         Ok(gpu.grid(count))
     }
@@ -512,15 +413,9 @@ mod tests {
     fn halves_pack_low_first_and_pad_odd_rows() {
         let bits: Vec<u16> = vec![1, 2, 3, 4, 5, 6];
         assert_eq!(pack_halves(&bits, 3), vec![1 | 2 << 16, 3, 4 | 5 << 16, 6]);
-        assert_eq!(
-            pack_halves(&bits, 2),
-            vec![1 | 2 << 16, 3 | 4 << 16, 5 | 6 << 16]
-        );
+        assert_eq!(pack_halves(&bits, 2), vec![1 | 2 << 16, 3 | 4 << 16, 5 | 6 << 16]);
         let borrowed = packed_rows_bytes(&bits, 2, 1, 2);
-        assert_eq!(
-            bytemuck::pod_collect_to_vec::<u8, u32>(&borrowed),
-            vec![3 | 4 << 16, 5 | 6 << 16]
-        );
+        assert_eq!(bytemuck::pod_collect_to_vec::<u8, u32>(&borrowed), vec![3 | 4 << 16, 5 | 6 << 16]);
     }
 
     #[test]

@@ -19,12 +19,7 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuBuffer;
 
 /// Check that `buf` holds at least `elements` items of `elem_bytes` each.
-pub(crate) fn check_len(
-    op: &'static str,
-    buf: &GpuBuffer,
-    elements: u64,
-    elem_bytes: u64,
-) -> Result<()> {
+pub(crate) fn check_len(op: &'static str, buf: &GpuBuffer, elements: u64, elem_bytes: u64) -> Result<()> {
     let need = elements * elem_bytes;
     if buf.size < need {
         return Err(Error::shape(

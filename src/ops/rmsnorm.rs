@@ -40,12 +40,7 @@ impl RmsNorm {
         check_len("rmsnorm", x, max_rows as u64 * dim as u64, 4)?;
         check_len("rmsnorm", out, max_rows as u64 * dim as u64, 4)?;
         check_len("rmsnorm", weight, dim as u64, 4)?;
-        let p = Params {
-            rows: max_rows,
-            dim,
-            eps,
-            _pad: 0,
-        };
+        let p = Params { rows: max_rows, dim, eps, _pad: 0 };
         let params = gpu.uniform_from("rmsnorm.params", &p)?;
         let dispatch = gpu.dispatch(
             "rmsnorm",
@@ -53,29 +48,15 @@ impl RmsNorm {
             &[&params, x, weight, out],
             gpu.grid(max_rows),
         )?;
-        Ok(RmsNorm {
-            dispatch,
-            params,
-            dim,
-            eps,
-            max_rows,
-        })
+        Ok(RmsNorm { dispatch, params, dim, eps, max_rows })
     }
 
     /// Process `rows` rows in the next submit (no allocation).
     pub fn set_rows(&mut self, gpu: &Gpu, rows: u32) -> Result<()> {
         if rows > self.max_rows {
-            return Err(Error::shape(
-                "rmsnorm",
-                format!("{rows} rows > {} allocated", self.max_rows),
-            ));
+            return Err(Error::shape("rmsnorm", format!("{rows} rows > {} allocated", self.max_rows)));
         }
-        let p = Params {
-            rows,
-            dim: self.dim,
-            eps: self.eps,
-            _pad: 0,
-        };
+        let p = Params { rows, dim: self.dim, eps: self.eps, _pad: 0 };
         gpu.write(&self.params, 0, bytemuck::bytes_of(&p));
         self.dispatch.set_workgroups(gpu.grid(rows));
         Ok(())

@@ -30,10 +30,7 @@ impl RopeTable {
         max_positions: u32,
     ) -> Result<Self> {
         if head_dim == 0 || !head_dim.is_multiple_of(2) {
-            return Err(Error::shape(
-                "rope",
-                format!("head_dim must be even and positive, got {head_dim}"),
-            ));
+            return Err(Error::shape("rope", format!("head_dim must be even and positive, got {head_dim}")));
         }
         if max_positions == 0 || theta.is_nan() || theta <= 1.0 {
             return Err(Error::shape(
@@ -51,7 +48,10 @@ impl RopeTable {
         if head_dim == 0 || !head_dim.is_multiple_of(2) || inv_freq.len() != head_dim as usize / 2 {
             return Err(Error::shape(
                 "rope",
-                format!("need head_dim even and positive with head_dim/2 frequencies, got {head_dim} and {}", inv_freq.len()),
+                format!(
+                    "need head_dim even and positive with head_dim/2 frequencies, got {head_dim} and {}",
+                    inv_freq.len()
+                ),
             ));
         }
         if max_positions == 0 || inv_freq.iter().any(|f| !f.is_finite()) {
@@ -59,11 +59,7 @@ impl RopeTable {
         }
         let table = rope_table(inv_freq, max_positions as usize);
         let buffer = gpu.storage_from("rope.table", &table)?;
-        Ok(RopeTable {
-            buffer,
-            head_dim,
-            max_positions,
-        })
+        Ok(RopeTable { buffer, head_dim, max_positions })
     }
 }
 
@@ -108,51 +104,24 @@ impl Rope {
         if max_rows > table.max_positions {
             return Err(Error::shape(
                 "rope",
-                format!(
-                    "{max_rows} rows > the table's {} positions",
-                    table.max_positions
-                ),
+                format!("{max_rows} rows > the table's {} positions", table.max_positions),
             ));
         }
         if std::sync::Arc::ptr_eq(&q.buffer, &k.buffer) {
             return Err(Error::shape("rope", "q and k must be different buffers"));
         }
-        check_len(
-            "rope",
-            q,
-            max_rows as u64 * heads as u64 * head_dim as u64,
-            4,
-        )?;
-        check_len(
-            "rope",
-            k,
-            max_rows as u64 * kv_heads as u64 * head_dim as u64,
-            4,
-        )?;
+        check_len("rope", q, max_rows as u64 * heads as u64 * head_dim as u64, 4)?;
+        check_len("rope", k, max_rows as u64 * kv_heads as u64 * head_dim as u64, 4)?;
         let pairs = max_rows as u64 * (heads + kv_heads) as u64 * (head_dim / 2) as u64;
         if pairs > u32::MAX as u64 {
-            return Err(Error::shape(
-                "rope",
-                format!("{pairs} rotations in one step overflow u32"),
-            ));
+            return Err(Error::shape("rope", format!("{pairs} rotations in one step overflow u32")));
         }
         // set_step below writes the real values.
         let params = gpu.uniform_from("rope.params", &<Params as bytemuck::Zeroable>::zeroed())?;
-        let dispatch = gpu.dispatch(
-            "rope",
-            &KernelKey::new("rope", "main"),
-            &[&params, &table.buffer, q, k],
-            [0; 3],
-        )?;
-        let mut rope = Rope {
-            dispatch,
-            params,
-            heads,
-            kv_heads,
-            head_dim,
-            max_rows,
-            max_positions: table.max_positions,
-        };
+        let dispatch =
+            gpu.dispatch("rope", &KernelKey::new("rope", "main"), &[&params, &table.buffer, q, k], [0; 3])?;
+        let mut rope =
+            Rope { dispatch, params, heads, kv_heads, head_dim, max_rows, max_positions: table.max_positions };
         rope.set_step(gpu, max_rows, 0)?;
         Ok(rope)
     }
@@ -161,10 +130,7 @@ impl Rope {
     /// submit (no allocation).
     pub fn set_step(&mut self, gpu: &Gpu, rows: u32, pos0: u32) -> Result<()> {
         if rows > self.max_rows {
-            return Err(Error::shape(
-                "rope",
-                format!("{rows} rows > {} allocated", self.max_rows),
-            ));
+            return Err(Error::shape("rope", format!("{rows} rows > {} allocated", self.max_rows)));
         }
         if pos0 as u64 + rows as u64 > self.max_positions as u64 {
             return Err(Error::Invalid(format!(
@@ -174,18 +140,11 @@ impl Rope {
                 self.max_positions
             )));
         }
-        let p = Params {
-            rows,
-            pos0,
-            heads: self.heads,
-            kv_heads: self.kv_heads,
-            head_dim: self.head_dim,
-            _pad: [0; 3],
-        };
+        let p =
+            Params { rows, pos0, heads: self.heads, kv_heads: self.kv_heads, head_dim: self.head_dim, _pad: [0; 3] };
         gpu.write(&self.params, 0, bytemuck::bytes_of(&p));
         let pairs = rows * (self.heads + self.kv_heads) * (self.head_dim / 2);
-        self.dispatch
-            .set_workgroups(gpu.grid(pairs.div_ceil(WORKGROUP)));
+        self.dispatch.set_workgroups(gpu.grid(pairs.div_ceil(WORKGROUP)));
         Ok(())
     }
 }

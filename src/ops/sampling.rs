@@ -41,33 +41,17 @@ impl TopKEntry {
     /// The real entries of a read-back output as (id, value) pairs, the form
     /// [`crate::sampler::Sampler::sample_candidates`] takes.
     pub fn pairs(entries: &[TopKEntry]) -> Vec<(u32, f32)> {
-        entries
-            .iter()
-            .filter(|e| e.id != NONE)
-            .map(|e| (e.id, e.value))
-            .collect()
+        entries.iter().filter(|e| e.id != NONE).map(|e| (e.id, e.value)).collect()
     }
 }
 
 /// Checks shared by both ops: a non-empty range that the logits buffer holds.
-fn check_range(
-    op: &'static str,
-    logits: &GpuBuffer,
-    offset: u32,
-    n: u32,
-    max_n: u32,
-) -> Result<()> {
+fn check_range(op: &'static str, logits: &GpuBuffer, offset: u32, n: u32, max_n: u32) -> Result<()> {
     if n == 0 {
-        return Err(Error::shape(
-            op,
-            "n (the number of logits) must be positive",
-        ));
+        return Err(Error::shape(op, "n (the number of logits) must be positive"));
     }
     if n > max_n {
-        return Err(Error::shape(
-            op,
-            format!("n = {n} > {max_n}, the length this op was built for"),
-        ));
+        return Err(Error::shape(op, format!("n = {n} > {max_n}, the length this op was built for")));
     }
     check_len(op, logits, offset as u64 + n as u64, 4)
 }
@@ -92,15 +76,7 @@ impl Argmax {
         check_len("argmax", result, 1, 4)?;
         let chunks = n.div_ceil(ARGMAX_CHUNK);
         let partials = gpu.storage("argmax.partials", chunks as u64 * 4)?;
-        let params = gpu.uniform_from(
-            "argmax.params",
-            &Params {
-                n,
-                offset: 0,
-                k: 0,
-                _pad: 0,
-            },
-        )?;
+        let params = gpu.uniform_from("argmax.params", &Params { n, offset: 0, k: 0, _pad: 0 })?;
         let partials_pass = gpu.dispatch(
             "argmax.partials",
             &KernelKey::new("argmax", "partials_main"),
@@ -113,29 +89,16 @@ impl Argmax {
             &[&params, logits, &partials, result],
             [1, 1, 1],
         )?;
-        Ok(Argmax {
-            partials_pass,
-            finish_pass,
-            params,
-            _partials: partials,
-            logits: logits.clone(),
-            max_n: n,
-        })
+        Ok(Argmax { partials_pass, finish_pass, params, _partials: partials, logits: logits.clone(), max_n: n })
     }
 
     /// Take the argmax of `logits[offset .. offset + n]` in the next submit
     /// (e.g. the last row of a batch of logits). No allocation.
     pub fn set_range(&mut self, gpu: &Gpu, offset: u32, n: u32) -> Result<()> {
         check_range("argmax", &self.logits, offset, n, self.max_n)?;
-        let p = Params {
-            n,
-            offset,
-            k: 0,
-            _pad: 0,
-        };
+        let p = Params { n, offset, k: 0, _pad: 0 };
         gpu.write(&self.params, 0, bytemuck::bytes_of(&p));
-        self.partials_pass
-            .set_workgroups(gpu.grid(n.div_ceil(ARGMAX_CHUNK)));
+        self.partials_pass.set_workgroups(gpu.grid(n.div_ceil(ARGMAX_CHUNK)));
         Ok(())
     }
 
@@ -170,15 +133,7 @@ impl TopK {
         let chunks = n.div_ceil(TOPK_CHUNK);
         // (id, order key) pairs.
         let candidates = gpu.storage("topk.candidates", chunks as u64 * TOPK_MAX_K as u64 * 8)?;
-        let params = gpu.uniform_from(
-            "topk.params",
-            &Params {
-                n,
-                offset: 0,
-                k,
-                _pad: 0,
-            },
-        )?;
+        let params = gpu.uniform_from("topk.params", &Params { n, offset: 0, k, _pad: 0 })?;
         let select_pass = gpu.dispatch(
             "topk.select",
             &KernelKey::new("topk", "select_chunk"),
@@ -207,26 +162,13 @@ impl TopK {
 
     fn check_k(out: &GpuBuffer, k: u32) -> Result<()> {
         if k == 0 || k > TOPK_MAX_K {
-            return Err(Error::shape(
-                "topk",
-                format!("k = {k}; it must be in 1..={TOPK_MAX_K}"),
-            ));
+            return Err(Error::shape("topk", format!("k = {k}; it must be in 1..={TOPK_MAX_K}")));
         }
-        check_len(
-            "topk",
-            out,
-            k as u64,
-            std::mem::size_of::<TopKEntry>() as u64,
-        )
+        check_len("topk", out, k as u64, std::mem::size_of::<TopKEntry>() as u64)
     }
 
     fn write_params(&self, gpu: &Gpu) {
-        let p = Params {
-            n: self.n,
-            offset: self.offset,
-            k: self.k,
-            _pad: 0,
-        };
+        let p = Params { n: self.n, offset: self.offset, k: self.k, _pad: 0 };
         gpu.write(&self.params, 0, bytemuck::bytes_of(&p));
     }
 
@@ -236,8 +178,7 @@ impl TopK {
         self.offset = offset;
         self.n = n;
         self.write_params(gpu);
-        self.select_pass
-            .set_workgroups(gpu.grid(n.div_ceil(TOPK_CHUNK)));
+        self.select_pass.set_workgroups(gpu.grid(n.div_ceil(TOPK_CHUNK)));
         Ok(())
     }
 

@@ -51,10 +51,7 @@ impl TernaryWeight {
         convention: ScaleConvention,
     ) -> Result<Self> {
         if n == 0 || k == 0 {
-            return Err(Error::shape(
-                "ternary weight",
-                format!("'{label}' is {n}×{k}; both must be positive"),
-            ));
+            return Err(Error::shape("ternary weight", format!("'{label}' is {n}×{k}; both must be positive")));
         }
         if !weight_scale.is_finite() || weight_scale == 0.0 {
             return Err(Error::Invalid(format!(
@@ -63,13 +60,7 @@ impl TernaryWeight {
         }
         let words = pack_gpu(w, n as usize, k as usize)?;
         let words = gpu.storage_from(label, &words)?;
-        Ok(TernaryWeight {
-            words,
-            n,
-            k,
-            weight_scale,
-            convention,
-        })
+        Ok(TernaryWeight { words, n, k, weight_scale, convention })
     }
 
     /// Upload a weight as the Hugging Face BitNet release stores it: uint8
@@ -85,15 +76,7 @@ impl TernaryWeight {
         convention: ScaleConvention,
     ) -> Result<Self> {
         let w = unpack_hf_packed(packed, out_features as usize, in_features as usize)?;
-        Self::from_ternary(
-            gpu,
-            label,
-            &w,
-            out_features,
-            in_features,
-            weight_scale,
-            convention,
-        )
+        Self::from_ternary(gpu, label, &w, out_features, in_features, weight_scale, convention)
     }
 
     /// Number of 16-column groups (u32 words per row).
@@ -162,20 +145,10 @@ impl QuantizeInt8 {
     pub fn new(gpu: &Gpu, x: &GpuBuffer, act: &Int8Activations) -> Result<Self> {
         let (max_rows, k, k_words) = (act.max_rows, act.k, act.k_words());
         check_len("quantize_int8", x, max_rows as u64 * k as u64, 4)?;
-        check_len(
-            "quantize_int8",
-            &act.x_q,
-            max_rows as u64 * k_words as u64,
-            4,
-        )?;
+        check_len("quantize_int8", &act.x_q, max_rows as u64 * k_words as u64, 4)?;
         check_len("quantize_int8", &act.x_scale, max_rows as u64, 4)?;
         check_len("quantize_int8", &act.x_sum, max_rows as u64, 4)?;
-        let p = QuantizeParams {
-            rows: max_rows,
-            k,
-            k_words,
-            _pad: 0,
-        };
+        let p = QuantizeParams { rows: max_rows, k, k_words, _pad: 0 };
         let params = gpu.uniform_from("quantize_int8.params", &p)?;
         let dispatch = gpu.dispatch(
             "quantize_int8",
@@ -183,29 +156,15 @@ impl QuantizeInt8 {
             &[&params, x, &act.x_q, &act.x_scale, &act.x_sum],
             gpu.grid(max_rows),
         )?;
-        Ok(QuantizeInt8 {
-            dispatch,
-            params,
-            k,
-            k_words,
-            max_rows,
-        })
+        Ok(QuantizeInt8 { dispatch, params, k, k_words, max_rows })
     }
 
     /// Quantize `rows` rows in the next submit (no allocation).
     pub fn set_rows(&mut self, gpu: &Gpu, rows: u32) -> Result<()> {
         if rows > self.max_rows {
-            return Err(Error::shape(
-                "quantize_int8",
-                format!("{rows} rows > {} allocated", self.max_rows),
-            ));
+            return Err(Error::shape("quantize_int8", format!("{rows} rows > {} allocated", self.max_rows)));
         }
-        let p = QuantizeParams {
-            rows,
-            k: self.k,
-            k_words: self.k_words,
-            _pad: 0,
-        };
+        let p = QuantizeParams { rows, k: self.k, k_words: self.k_words, _pad: 0 };
         gpu.write(&self.params, 0, bytemuck::bytes_of(&p));
         self.dispatch.set_workgroups(gpu.grid(rows));
         Ok(())
@@ -235,12 +194,7 @@ pub struct TernaryMatmul {
 
 impl TernaryMatmul {
     /// Build for up to `act.max_rows` tokens; starts with all of them.
-    pub fn new(
-        gpu: &Gpu,
-        act: &Int8Activations,
-        weight: &TernaryWeight,
-        out: &GpuBuffer,
-    ) -> Result<Self> {
+    pub fn new(gpu: &Gpu, act: &Int8Activations, weight: &TernaryWeight, out: &GpuBuffer) -> Result<Self> {
         Self::build(gpu, act, weight, out, false)
     }
 
@@ -256,21 +210,12 @@ impl TernaryMatmul {
         Self::build(gpu, act, weight, out, true)
     }
 
-    fn build(
-        gpu: &Gpu,
-        act: &Int8Activations,
-        weight: &TernaryWeight,
-        out: &GpuBuffer,
-        raw: bool,
-    ) -> Result<Self> {
+    fn build(gpu: &Gpu, act: &Int8Activations, weight: &TernaryWeight, out: &GpuBuffer, raw: bool) -> Result<Self> {
         const OP: &str = "matmul_ternary";
         if act.k != weight.k {
             return Err(Error::shape(
                 OP,
-                format!(
-                    "activations have {} features but weight '{}' expects {}",
-                    act.k, weight.words.label, weight.k
-                ),
+                format!("activations have {} features but weight '{}' expects {}", act.k, weight.words.label, weight.k),
             ));
         }
         let k_groups = weight.k_groups();
@@ -291,24 +236,11 @@ impl TernaryMatmul {
             _pad: [0; 3],
         };
         let params_buffer = gpu.uniform_from("matmul_ternary.params", &params)?;
-        let buffers = [
-            &params_buffer,
-            &act.x_q,
-            &act.x_scale,
-            &act.x_sum,
-            &weight.words,
-            out,
-        ];
+        let buffers = [&params_buffer, &act.x_q, &act.x_scale, &act.x_sum, &weight.words, out];
         let key = |entry| KernelKey::new("matmul_ternary", entry).define_if(raw, "RAW_I32");
         let gemv = gpu.dispatch("matmul_ternary.gemv", &key("gemv"), &buffers, [0, 1, 1])?;
         let gemm = gpu.dispatch("matmul_ternary.gemm", &key("gemm"), &buffers, [0, 1, 1])?;
-        let mut op = TernaryMatmul {
-            gemv,
-            gemm,
-            params,
-            params_buffer,
-            max_rows: act.max_rows,
-        };
+        let mut op = TernaryMatmul { gemv, gemm, params, params_buffer, max_rows: act.max_rows };
         op.set_rows(gpu, act.max_rows)?;
         Ok(op)
     }
@@ -316,27 +248,19 @@ impl TernaryMatmul {
     /// Multiply `rows` tokens in the next submit (no allocation).
     pub fn set_rows(&mut self, gpu: &Gpu, rows: u32) -> Result<()> {
         if rows > self.max_rows {
-            return Err(Error::shape(
-                "matmul_ternary",
-                format!("{rows} rows > {} allocated", self.max_rows),
-            ));
+            return Err(Error::shape("matmul_ternary", format!("{rows} rows > {} allocated", self.max_rows)));
         }
         self.params.rows = rows;
         gpu.write(&self.params_buffer, 0, bytemuck::bytes_of(&self.params));
         let row_blocks = self.params.n.div_ceil(ROWS_PER_WORKGROUP);
         let token_blocks = rows.div_ceil(GEMM_TOKENS_PER_INVOCATION);
         self.gemv.set_workgroups(gpu.grid(row_blocks));
-        self.gemm
-            .set_workgroups(gpu.grid(row_blocks * token_blocks));
+        self.gemm.set_workgroups(gpu.grid(row_blocks * token_blocks));
         Ok(())
     }
 
     /// The dispatch for the current number of rows: `gemv` for one token.
     pub fn dispatch(&self) -> &Dispatch {
-        if self.params.rows == 1 {
-            &self.gemv
-        } else {
-            &self.gemm
-        }
+        if self.params.rows == 1 { &self.gemv } else { &self.gemm }
     }
 }

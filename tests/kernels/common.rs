@@ -16,8 +16,7 @@ pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
         let _ = env_logger::builder().is_test(true).try_init();
-        let gpu = Gpu::new_blocking(&GpuOptions::from_env())
-            .expect("a GPU adapter (install mesa-vulkan-drivers)");
+        let gpu = Gpu::new_blocking(&GpuOptions::from_env()).expect("a GPU adapter (install mesa-vulkan-drivers)");
         eprintln!(
             "kernel tests on {} ({:?}), portable={}, caps={:?}",
             gpu.info.name, gpu.info.backend, gpu.portable, gpu.caps
@@ -57,8 +56,5 @@ pub fn rel_l2(actual: &[f32], expected: &[f32]) -> f64 {
 
 pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], tolerance: f64) {
     let err = rel_l2(actual, expected);
-    assert!(
-        err <= tolerance,
-        "{what}: relative L2 error {err:e} > {tolerance:e}"
-    );
+    assert!(err <= tolerance, "{what}: relative L2 error {err:e} > {tolerance:e}");
 }

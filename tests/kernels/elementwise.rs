@@ -24,17 +24,9 @@ fn gated_mul_matches_cpu(activation: GatedActivation, seed: u64) {
             GatedActivation::Silu => reference::silu_mul(&gate, &up),
         };
         if activation == GatedActivation::Relu2 && scale > 256.0 {
-            assert!(
-                expected.iter().any(|v| v.abs() > 65504.0),
-                "test data should pass f16's range"
-            );
+            assert!(expected.iter().any(|v| v.abs() > 65504.0), "test data should pass f16's range");
         }
-        assert_close(
-            &format!("{activation:?} {rows}x{dim}"),
-            &got,
-            &expected,
-            TOLERANCE,
-        );
+        assert_close(&format!("{activation:?} {rows}x{dim}"), &got, &expected, TOLERANCE);
     }
 }
 
@@ -56,24 +48,10 @@ fn silu_mul_is_finite_for_very_negative_gates() {
     let gate_buffer = gpu.storage_from("gate", &gate).unwrap();
     let up_buffer = gpu.storage_from("up", &up).unwrap();
     let out = poisoned(gpu, "out", gate.len());
-    let op = GatedMul::new(
-        gpu,
-        GatedActivation::Silu,
-        &gate_buffer,
-        &up_buffer,
-        &out,
-        1,
-        8,
-    )
-    .unwrap();
+    let op = GatedMul::new(gpu, GatedActivation::Silu, &gate_buffer, &up_buffer, &out, 1, 8).unwrap();
     gpu.run("silu_mul", &[&op.dispatch]).unwrap();
     let got: Vec<f32> = gpu.read(&out).unwrap();
-    assert_close(
-        "silu extremes",
-        &got,
-        &reference::silu_mul(&gate, &up),
-        TOLERANCE,
-    );
+    assert_close("silu extremes", &got, &reference::silu_mul(&gate, &up), TOLERANCE);
 }
 
 #[test]
@@ -107,50 +85,25 @@ fn set_rows_limits_the_elements_touched() {
     let gate_buffer = gpu.storage_from("gate", &gate).unwrap();
     let up_buffer = gpu.storage_from("up", &up).unwrap();
     let out = poisoned(gpu, "out", n);
-    let mut op = GatedMul::new(
-        gpu,
-        GatedActivation::Relu2,
-        &gate_buffer,
-        &up_buffer,
-        &out,
-        rows,
-        dim,
-    )
-    .unwrap();
+    let mut op = GatedMul::new(gpu, GatedActivation::Relu2, &gate_buffer, &up_buffer, &out, rows, dim).unwrap();
     let mut add = AddInPlace::new(gpu, &up_buffer, &gate_buffer, rows, dim).unwrap();
     let pipelines = gpu.pipelines_created();
     op.set_rows(gpu, 2).unwrap();
     add.set_rows(gpu, 3).unwrap();
     gpu.run("set_rows", &[&op.dispatch, &add.dispatch]).unwrap();
-    assert_eq!(
-        gpu.pipelines_created(),
-        pipelines,
-        "set_rows must not build pipelines"
-    );
+    assert_eq!(gpu.pipelines_created(), pipelines, "set_rows must not build pipelines");
 
     let got: Vec<f32> = gpu.read(&out).unwrap();
     let split = 2 * dim as usize;
-    assert_close(
-        "first rows",
-        &got[..split],
-        &reference::relu2_mul(&gate[..split], &up[..split]),
-        TOLERANCE,
-    );
-    assert!(
-        got[split..].iter().all(|v| v.is_nan()),
-        "rows past set_rows were written"
-    );
+    assert_close("first rows", &got[..split], &reference::relu2_mul(&gate[..split], &up[..split]), TOLERANCE);
+    assert!(got[split..].iter().all(|v| v.is_nan()), "rows past set_rows were written");
 
     let summed: Vec<f32> = gpu.read(&up_buffer).unwrap();
     let split = 3 * dim as usize;
     let mut expected = up[..split].to_vec();
     reference::add_inplace(&mut expected, &gate[..split]);
     assert_eq!(&summed[..split], &expected[..]);
-    assert_eq!(
-        &summed[split..],
-        &up[split..],
-        "rows past set_rows were changed"
-    );
+    assert_eq!(&summed[split..], &up[split..], "rows past set_rows were changed");
 
     assert!(op.set_rows(gpu, rows + 1).is_err());
     assert!(add.set_rows(gpu, rows + 1).is_err());
@@ -163,32 +116,11 @@ fn bad_shapes_are_errors() {
     let big = gpu.storage_from("big", &[1.0f32; 100]).unwrap();
     let other = gpu.storage_from("other", &[1.0f32; 100]).unwrap();
     let relu2 = GatedActivation::Relu2;
-    assert!(
-        GatedMul::new(gpu, relu2, &big, &other, &small, 2, 50).is_err(),
-        "out too small"
-    );
-    assert!(
-        GatedMul::new(gpu, relu2, &small, &other, &big, 2, 50).is_err(),
-        "gate too small"
-    );
-    assert!(
-        GatedMul::new(gpu, relu2, &big, &other, &big, 2, 50).is_err(),
-        "out aliases gate"
-    );
-    assert!(
-        GatedMul::new(gpu, relu2, &big, &other, &small, 1, 0).is_err(),
-        "zero dim"
-    );
-    assert!(
-        AddInPlace::new(gpu, &big, &small, 2, 50).is_err(),
-        "x too small"
-    );
-    assert!(
-        AddInPlace::new(gpu, &big, &big, 2, 50).is_err(),
-        "h aliases x"
-    );
-    assert!(
-        AddInPlace::new(gpu, &big, &other, u32::MAX, 2).is_err(),
-        "length overflows"
-    );
+    assert!(GatedMul::new(gpu, relu2, &big, &other, &small, 2, 50).is_err(), "out too small");
+    assert!(GatedMul::new(gpu, relu2, &small, &other, &big, 2, 50).is_err(), "gate too small");
+    assert!(GatedMul::new(gpu, relu2, &big, &other, &big, 2, 50).is_err(), "out aliases gate");
+    assert!(GatedMul::new(gpu, relu2, &big, &other, &small, 1, 0).is_err(), "zero dim");
+    assert!(AddInPlace::new(gpu, &big, &small, 2, 50).is_err(), "x too small");
+    assert!(AddInPlace::new(gpu, &big, &big, 2, 50).is_err(), "h aliases x");
+    assert!(AddInPlace::new(gpu, &big, &other, u32::MAX, 2).is_err(), "length overflows");
 }

@@ -16,25 +16,18 @@ fn random_table(
 ) -> (DenseWeight, Vec<f32>) {
     let values = random_f32(&mut rng(seed), (vocab * dim) as usize, 1.0);
     match format {
-        WeightFormat::F32 => (
-            DenseWeight::upload_f32_with_chunk_rows(gpu, "table", &values, vocab, dim, chunk_rows)
-                .unwrap(),
-            values,
-        ),
+        WeightFormat::F32 => {
+            (DenseWeight::upload_f32_with_chunk_rows(gpu, "table", &values, vocab, dim, chunk_rows).unwrap(), values)
+        }
         WeightFormat::F16 => {
             let halves: Vec<f16> = values.iter().map(|v| f16::from_f32(*v)).collect();
-            let table = DenseWeight::upload_f16_with_chunk_rows(
-                gpu, "table", &halves, vocab, dim, chunk_rows,
-            )
-            .unwrap();
+            let table = DenseWeight::upload_f16_with_chunk_rows(gpu, "table", &halves, vocab, dim, chunk_rows).unwrap();
             (table, cpu::matmul::f16_to_f32(&halves))
         }
         WeightFormat::Bf16 => {
             let halves: Vec<bf16> = values.iter().map(|v| bf16::from_f32(*v)).collect();
-            let table = DenseWeight::upload_bf16_with_chunk_rows(
-                gpu, "table", &halves, vocab, dim, chunk_rows,
-            )
-            .unwrap();
+            let table =
+                DenseWeight::upload_bf16_with_chunk_rows(gpu, "table", &halves, vocab, dim, chunk_rows).unwrap();
             (table, cpu::matmul::bf16_to_f32(&halves))
         }
     }
@@ -76,26 +69,16 @@ fn an_id_outside_the_vocabulary_gives_a_nan_row_and_reads_nothing() {
         let ids = [3u32, vocab, 19, u32::MAX];
         let ids_buffer = gpu.storage_from("ids", &ids).unwrap();
         // Finite fill, so a NaN row shows it was written, not left over.
-        let out = gpu
-            .storage_from("out", &vec![7.0f32; ids.len() * dim as usize])
-            .unwrap();
+        let out = gpu.storage_from("out", &vec![7.0f32; ids.len() * dim as usize]).unwrap();
         let op = Embedding::new(gpu, &table, &ids_buffer, &out, ids.len() as u32).unwrap();
         op.run(gpu).unwrap();
         let got: Vec<f32> = gpu.read(&out).unwrap();
         let want = cpu::embedding::embedding(&values, dim as usize, &ids);
-        for (t, (g, w)) in got
-            .chunks(dim as usize)
-            .zip(want.chunks(dim as usize))
-            .enumerate()
-        {
+        for (t, (g, w)) in got.chunks(dim as usize).zip(want.chunks(dim as usize)).enumerate() {
             if ids[t] < vocab {
                 assert_eq!(g, w, "{format:?} token {t}");
             } else {
-                assert!(
-                    g.iter().all(|v| v.is_nan()),
-                    "{format:?} token {t} (id {}): {g:?}",
-                    ids[t]
-                );
+                assert!(g.iter().all(|v| v.is_nan()), "{format:?} token {t} (id {}): {g:?}", ids[t]);
             }
         }
         assert!(op.check_ids(&ids).is_err());
@@ -116,14 +99,8 @@ fn embedding_set_rows_gathers_only_those_tokens() {
     op.run(gpu).unwrap();
     let got: Vec<f32> = gpu.read(&out).unwrap();
     let split = 2 * dim as usize;
-    assert_eq!(
-        &got[..split],
-        &cpu::embedding::embedding(&values, dim as usize, &ids[..2])[..]
-    );
-    assert!(
-        got[split..].iter().all(|v| v.is_nan()),
-        "tokens past set_rows were written"
-    );
+    assert_eq!(&got[..split], &cpu::embedding::embedding(&values, dim as usize, &ids[..2])[..]);
+    assert!(got[split..].iter().all(|v| v.is_nan()), "tokens past set_rows were written");
     assert!(op.set_rows(gpu, max_tokens + 1).is_err());
 }
 
@@ -139,9 +116,6 @@ fn embedding_bad_shapes_are_errors() {
         Embedding::new(gpu, &table, &ids, &out, 0),
         Embedding::new(gpu, &table, &ids, &ids, 3),
     ] {
-        assert!(
-            matches!(result, Err(Error::Shape { .. })),
-            "expected a shape error"
-        );
+        assert!(matches!(result, Err(Error::Shape { .. })), "expected a shape error");
     }
 }

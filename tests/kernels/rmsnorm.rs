@@ -15,12 +15,7 @@ fn rmsnorm_matches_cpu_on_random_rows() {
         let op = ops::RmsNorm::new(gpu, &xb, &wb, &out, rows, dim, 1e-5).unwrap();
         gpu.run("rmsnorm", &[&op.dispatch]).unwrap();
         let got: Vec<f32> = gpu.read(&out).unwrap();
-        assert_close(
-            &format!("rmsnorm {rows}x{dim}"),
-            &got,
-            &cpu::rmsnorm(&x, &w, dim as usize, 1e-5),
-            1e-6,
-        );
+        assert_close(&format!("rmsnorm {rows}x{dim}"), &got, &cpu::rmsnorm(&x, &w, dim as usize, 1e-5), 1e-6);
     }
 }
 
@@ -39,15 +34,7 @@ fn rmsnorm_set_rows_processes_only_those_rows() {
     gpu.run("rmsnorm", &[&op.dispatch]).unwrap();
     let got: Vec<f32> = gpu.read(&out).unwrap();
     let split = 2 * dim as usize;
-    assert_close(
-        "first rows",
-        &got[..split],
-        &cpu::rmsnorm(&x[..split], &w, dim as usize, 1e-5),
-        1e-6,
-    );
-    assert!(
-        got[split..].iter().all(|v| v.is_nan()),
-        "rows past set_rows were written"
-    );
+    assert_close("first rows", &got[..split], &cpu::rmsnorm(&x[..split], &w, dim as usize, 1e-5), 1e-6);
+    assert!(got[split..].iter().all(|v| v.is_nan()), "rows past set_rows were written");
     assert!(op.set_rows(gpu, 5).is_err());
 }

@@ -5,13 +5,9 @@ use deltallm::Error;
 fn buffer_over_the_binding_limit_is_a_clear_error() {
     let gpu = gpu();
     let too_big = gpu.limits.max_storage_buffer_binding_size as u64 + 4;
-    let err = gpu
-        .storage("huge weight", too_big)
-        .expect_err("over-limit buffer must fail");
+    let err = gpu.storage("huge weight", too_big).expect_err("over-limit buffer must fail");
     match &err {
-        Error::BufferTooLarge {
-            label, size, limit, ..
-        } => {
+        Error::BufferTooLarge { label, size, limit, .. } => {
             assert_eq!(label, "huge weight");
             assert_eq!(*size, too_big);
             assert_eq!(*limit, gpu.limits.max_storage_buffer_binding_size as u64);
@@ -19,10 +15,7 @@ fn buffer_over_the_binding_limit_is_a_clear_error() {
         other => panic!("expected BufferTooLarge, got {other:?}"),
     }
     let message = err.to_string();
-    assert!(
-        message.contains("huge weight") && message.contains("at most"),
-        "{message}"
-    );
+    assert!(message.contains("huge weight") && message.contains("at most"), "{message}");
     if gpu.portable {
         assert_eq!(gpu.limits.max_storage_buffer_binding_size, 128 << 20);
         assert!(message.contains("portable"), "{message}");
@@ -37,10 +30,7 @@ fn portable_mode_uses_the_webgpu_baseline() {
         assert_eq!(gpu.caps, deltallm::gpu::Capabilities::default());
         assert!(gpu.device.features().is_empty());
     } else {
-        assert!(
-            gpu.limits.max_storage_buffer_binding_size
-                >= wgpu::Limits::default().max_storage_buffer_binding_size
-        );
+        assert!(gpu.limits.max_storage_buffer_binding_size >= wgpu::Limits::default().max_storage_buffer_binding_size);
     }
 }
 
@@ -58,10 +48,7 @@ fn pipelines_are_cached() {
 #[test]
 fn unknown_shader_and_missing_feature_are_errors() {
     let gpu = gpu();
-    assert!(
-        gpu.pipeline(&deltallm::gpu::KernelKey::new("no_such_shader", "main"))
-            .is_err()
-    );
+    assert!(gpu.pipeline(&deltallm::gpu::KernelKey::new("no_such_shader", "main")).is_err());
     if !gpu.caps.shader_f16 {
         let err = gpu
             .pipeline(&deltallm::gpu::KernelKey::new("rmsnorm", "main").define("F16"))

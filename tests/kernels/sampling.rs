@@ -34,31 +34,19 @@ fn tricky_logits(rng: &mut impl Rng, n: usize) -> Vec<f32> {
 
 /// The GPU's padded top-k output as the CPU reference describes it.
 fn expected_top_k(logits: &[f32], k: usize) -> Vec<(u32, u32)> {
-    let mut expected: Vec<(u32, u32)> = reference::top_k(logits, k)
-        .iter()
-        .map(|&(i, v)| (i, v.to_bits()))
-        .collect();
+    let mut expected: Vec<(u32, u32)> = reference::top_k(logits, k).iter().map(|&(i, v)| (i, v.to_bits())).collect();
     expected.resize(k, (NONE, f32::NEG_INFINITY.to_bits()));
     expected
 }
 
 fn poisoned_entries(n: usize) -> deltallm::gpu::GpuBuffer {
-    let poison = vec![
-        TopKEntry {
-            id: 0xdead_beef,
-            value: f32::NAN
-        };
-        n
-    ];
+    let poison = vec![TopKEntry { id: 0xdead_beef, value: f32::NAN }; n];
     gpu().storage_from("topk.out", &poison).unwrap()
 }
 
 fn read_entries(out: &deltallm::gpu::GpuBuffer, k: usize) -> Vec<(u32, u32)> {
     let entries: Vec<TopKEntry> = gpu().read(out).unwrap();
-    entries[..k]
-        .iter()
-        .map(|e| (e.id, e.value.to_bits()))
-        .collect()
+    entries[..k].iter().map(|e| (e.id, e.value.to_bits())).collect()
 }
 
 #[test]
@@ -68,17 +56,11 @@ fn argmax_matches_cpu_with_ties_and_nan() {
         let mut rng = rng(100 + case as u64);
         let logits = tricky_logits(&mut rng, n);
         let logits_buf = gpu.storage_from("logits", &logits).unwrap();
-        let result = gpu
-            .storage_from("argmax.result", &[0xdead_beefu32])
-            .unwrap();
+        let result = gpu.storage_from("argmax.result", &[0xdead_beefu32]).unwrap();
         let op = Argmax::new(gpu, &logits_buf, &result, n as u32).unwrap();
         gpu.run("argmax", &op.dispatches()).unwrap();
         let got: Vec<u32> = gpu.read(&result).unwrap();
-        assert_eq!(
-            Some(got[0]),
-            reference::argmax(&logits),
-            "argmax of {n} logits"
-        );
+        assert_eq!(Some(got[0]), reference::argmax(&logits), "argmax of {n} logits");
     }
 }
 
@@ -108,34 +90,21 @@ fn argmax_set_range_selects_one_row_of_a_batch() {
     let (rows, vocab) = (3usize, 4100usize);
     let logits = tricky_logits(&mut rng, rows * vocab);
     let logits_buf = gpu.storage_from("logits", &logits).unwrap();
-    let result = gpu
-        .storage_from("argmax.result", &[0xdead_beefu32])
-        .unwrap();
+    let result = gpu.storage_from("argmax.result", &[0xdead_beefu32]).unwrap();
     let mut op = Argmax::new(gpu, &logits_buf, &result, vocab as u32).unwrap();
     for row in 0..rows {
         let row_logits = &logits[row * vocab..(row + 1) * vocab];
-        op.set_range(gpu, (row * vocab) as u32, vocab as u32)
-            .unwrap();
+        op.set_range(gpu, (row * vocab) as u32, vocab as u32).unwrap();
         gpu.run("argmax", &op.dispatches()).unwrap();
-        assert_eq!(
-            Some(gpu.read::<u32>(&result).unwrap()[0]),
-            reference::argmax(row_logits),
-            "row {row}"
-        );
+        assert_eq!(Some(gpu.read::<u32>(&result).unwrap()[0]), reference::argmax(row_logits), "row {row}");
     }
     // A shorter range, then ranges the op or the buffer cannot hold.
     op.set_range(gpu, 10, 300).unwrap();
     gpu.run("argmax", &op.dispatches()).unwrap();
-    assert_eq!(
-        Some(gpu.read::<u32>(&result).unwrap()[0]),
-        reference::argmax(&logits[10..310])
-    );
+    assert_eq!(Some(gpu.read::<u32>(&result).unwrap()[0]), reference::argmax(&logits[10..310]));
     assert!(op.set_range(gpu, 0, 0).is_err());
     assert!(op.set_range(gpu, 0, vocab as u32 + 1).is_err());
-    assert!(
-        op.set_range(gpu, (rows * vocab) as u32 - 10, vocab as u32)
-            .is_err()
-    );
+    assert!(op.set_range(gpu, (rows * vocab) as u32 - 10, vocab as u32).is_err());
 }
 
 #[test]
@@ -159,11 +128,7 @@ fn topk_matches_cpu_for_each_k() {
         for k in [1usize, 5, 40, 64] {
             op.set_k(gpu, k as u32).unwrap();
             gpu.run("topk", &op.dispatches()).unwrap();
-            assert_eq!(
-                read_entries(&out, k),
-                expected_top_k(&logits, k),
-                "top-{k} of {n} logits"
-            );
+            assert_eq!(read_entries(&out, k), expected_top_k(&logits, k), "top-{k} of {n} logits");
         }
     }
 }
@@ -203,11 +168,7 @@ fn topk_merges_more_chunks_than_lanes() {
     for k in [64usize, 5] {
         op.set_k(gpu, k as u32).unwrap();
         gpu.run("topk", &op.dispatches()).unwrap();
-        assert_eq!(
-            read_entries(&out, k),
-            expected_top_k(&logits, k),
-            "top-{k} of {n} logits"
-        );
+        assert_eq!(read_entries(&out, k), expected_top_k(&logits, k), "top-{k} of {n} logits");
     }
 }
 
@@ -221,10 +182,7 @@ fn topk_set_range_and_padding() {
     let mut op = TopK::new(gpu, &logits_buf, &out, 3000, 40).unwrap();
     op.set_range(gpu, 2999, 2500).unwrap();
     gpu.run("topk", &op.dispatches()).unwrap();
-    assert_eq!(
-        read_entries(&out, 40),
-        expected_top_k(&logits[2999..5499], 40)
-    );
+    assert_eq!(read_entries(&out, 40), expected_top_k(&logits[2999..5499], 40));
 
     // Fewer numbers than k: two numbers among NaNs, the rest padding.
     let few = [f32::NAN, -3.0, f32::NAN, 7.0, f32::NAN];
@@ -247,10 +205,7 @@ fn topk_rejects_bad_params() {
     assert!(TopK::new(gpu, &logits, &out, 100, TOPK_MAX_K + 1).is_err());
     assert!(TopK::new(gpu, &logits, &out, 0, 4).is_err());
     assert!(TopK::new(gpu, &logits, &out, 101, 4).is_err());
-    assert!(
-        TopK::new(gpu, &logits, &out, 100, 9).is_err(),
-        "out holds only 8 entries"
-    );
+    assert!(TopK::new(gpu, &logits, &out, 100, 9).is_err(), "out holds only 8 entries");
     let mut op = TopK::new(gpu, &logits, &out, 100, 8).unwrap();
     assert!(op.set_k(gpu, 0).is_err());
     assert!(op.set_k(gpu, 9).is_err());

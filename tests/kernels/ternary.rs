@@ -46,30 +46,12 @@ fn hf_packing_round_trips_and_follows_the_release_layout() {
 
 #[test]
 fn hf_packing_rejects_bad_input() {
-    assert!(
-        cpu_ternary::unpack_hf_packed(&[0u8; 6], 8, 2).is_err(),
-        "wrong length"
-    );
-    assert!(
-        cpu_ternary::unpack_hf_packed(&[0u8; 6], 6, 4).is_err(),
-        "out not a multiple of 4"
-    );
-    assert!(
-        cpu_ternary::unpack_hf_packed(&[0b11_00_00_00u8, 0], 4, 2).is_err(),
-        "code 3"
-    );
-    assert!(
-        cpu_ternary::pack_hf_packed(&[0i8; 12], 6, 2).is_err(),
-        "out not a multiple of 4"
-    );
-    assert!(
-        cpu_ternary::pack_hf_packed(&[0i8; 7], 4, 2).is_err(),
-        "wrong length"
-    );
-    assert!(
-        cpu_ternary::pack_hf_packed(&[2i8; 8], 4, 2).is_err(),
-        "not ternary"
-    );
+    assert!(cpu_ternary::unpack_hf_packed(&[0u8; 6], 8, 2).is_err(), "wrong length");
+    assert!(cpu_ternary::unpack_hf_packed(&[0u8; 6], 6, 4).is_err(), "out not a multiple of 4");
+    assert!(cpu_ternary::unpack_hf_packed(&[0b11_00_00_00u8, 0], 4, 2).is_err(), "code 3");
+    assert!(cpu_ternary::pack_hf_packed(&[0i8; 12], 6, 2).is_err(), "out not a multiple of 4");
+    assert!(cpu_ternary::pack_hf_packed(&[0i8; 7], 4, 2).is_err(), "wrong length");
+    assert!(cpu_ternary::pack_hf_packed(&[2i8; 8], 4, 2).is_err(), "not ternary");
 }
 
 #[test]
@@ -116,10 +98,7 @@ fn cpu_quantization_and_scales_follow_the_formula() {
     let words = cpu_ternary::pack_int8_rows(&[1, -1, 127, -128, 5], 5);
     assert_eq!(words.len(), 4);
     assert_eq!(words[0], 0x80_7f_ff_01);
-    assert_eq!(
-        cpu_ternary::unpack_int8_rows(&words, 1, 5),
-        vec![1, -1, 127, -128, 5]
-    );
+    assert_eq!(cpu_ternary::unpack_int8_rows(&words, 1, 5), vec![1, -1, 127, -128, 5]);
 }
 
 // ---------------------------------------------------------------- GPU
@@ -130,16 +109,8 @@ fn gpu_quantize(x: &[f32], m: u32, k: u32) -> (Vec<i8>, Vec<f32>, Vec<i32>) {
     let xb = gpu.storage_from("x", x).unwrap();
     let act = Int8Activations::new(gpu, "act", m, k).unwrap();
     let kw = act.k_words() as usize;
-    gpu.write(
-        &act.x_q,
-        0,
-        bytemuck::cast_slice(&vec![0xdead_beefu32; m as usize * kw]),
-    );
-    gpu.write(
-        &act.x_scale,
-        0,
-        bytemuck::cast_slice(&vec![f32::NAN; m as usize]),
-    );
+    gpu.write(&act.x_q, 0, bytemuck::cast_slice(&vec![0xdead_beefu32; m as usize * kw]));
+    gpu.write(&act.x_scale, 0, bytemuck::cast_slice(&vec![f32::NAN; m as usize]));
     let op = QuantizeInt8::new(gpu, &xb, &act).unwrap();
     gpu.run("quantize", &[&op.dispatch]).unwrap();
     let words: Vec<u32> = gpu.read(&act.x_q).unwrap();
@@ -149,11 +120,7 @@ fn gpu_quantize(x: &[f32], m: u32, k: u32) -> (Vec<i8>, Vec<f32>, Vec<i32>) {
     });
     assert!(padding_ok, "padding of x_q is not zero");
     let x_q = cpu_ternary::unpack_int8_rows(&words, m as usize, k as usize);
-    (
-        x_q,
-        gpu.read(&act.x_scale).unwrap(),
-        gpu.read(&act.x_sum).unwrap(),
-    )
+    (x_q, gpu.read(&act.x_scale).unwrap(), gpu.read(&act.x_sum).unwrap())
 }
 
 #[test]
@@ -166,10 +133,7 @@ fn quantize_int8_matches_cpu() {
         // Same f32 operations, and WGSL's round() rounds half to even: exact.
         assert_eq!(s, s_cpu, "scales {m}x{k}");
         assert_eq!(q, q_cpu, "x_q {m}x{k}");
-        let sums_cpu: Vec<i32> = q_cpu
-            .chunks_exact(k as usize)
-            .map(|r| r.iter().map(|&v| v as i32).sum())
-            .collect();
+        let sums_cpu: Vec<i32> = q_cpu.chunks_exact(k as usize).map(|r| r.iter().map(|&v| v as i32).sum()).collect();
         assert_eq!(sums, sums_cpu, "row sums {m}x{k}");
     }
 }
@@ -177,9 +141,7 @@ fn quantize_int8_matches_cpu() {
 #[test]
 fn quantize_int8_rounds_ties_to_even() {
     // max|x| = 127 gives s_x = 1, so x·s_x keeps the exact halves.
-    let x = [
-        127.0f32, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -127.0, 3.49,
-    ];
+    let x = [127.0f32, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -127.0, 3.49];
     let (q, s, _) = gpu_quantize(&x, 1, x.len() as u32);
     assert_eq!(s, vec![1.0]);
     assert_eq!(q, vec![127, 0, 2, 2, 0, -2, -2, 126, -127, 3]);
@@ -189,23 +151,11 @@ fn quantize_int8_rounds_ties_to_even() {
 fn gpu_raw_accumulators(x_q: &[i8], w: &[i8], m: u32, n: u32, k: u32) -> Vec<i32> {
     let gpu = gpu();
     let act = Int8Activations::new(gpu, "act", m, k).unwrap();
-    gpu.write(
-        &act.x_q,
-        0,
-        bytemuck::cast_slice(&cpu_ternary::pack_int8_rows(x_q, k as usize)),
-    );
-    gpu.write(
-        &act.x_scale,
-        0,
-        bytemuck::cast_slice(&vec![1.0f32; m as usize]),
-    );
-    let sums: Vec<i32> = x_q
-        .chunks_exact(k as usize)
-        .map(|r| r.iter().map(|&v| v as i32).sum())
-        .collect();
+    gpu.write(&act.x_q, 0, bytemuck::cast_slice(&cpu_ternary::pack_int8_rows(x_q, k as usize)));
+    gpu.write(&act.x_scale, 0, bytemuck::cast_slice(&vec![1.0f32; m as usize]));
+    let sums: Vec<i32> = x_q.chunks_exact(k as usize).map(|r| r.iter().map(|&v| v as i32).sum()).collect();
     gpu.write(&act.x_sum, 0, bytemuck::cast_slice(&sums));
-    let weight =
-        TernaryWeight::from_ternary(gpu, "w", w, n, k, 1.0, ScaleConvention::Divide).unwrap();
+    let weight = TernaryWeight::from_ternary(gpu, "w", w, n, k, 1.0, ScaleConvention::Divide).unwrap();
     let out = poisoned(gpu, "out", (m * n) as usize);
     let op = TernaryMatmul::new_raw_accumulator(gpu, &act, &weight, &out).unwrap();
     gpu.run("matmul_ternary", &[op.dispatch()]).unwrap();
@@ -233,8 +183,7 @@ fn gemv_and_gemm_accumulators_are_bit_exact() {
         let x_q: Vec<i8> = (0..m * k).map(|_| rng.random::<i8>()).collect();
         let w = random_ternary(&mut rng, (n * k) as usize);
         let got = gpu_raw_accumulators(&x_q, &w, m, n, k);
-        let expected =
-            cpu_ternary::matmul_ternary_i32(&x_q, &w, m as usize, n as usize, k as usize);
+        let expected = cpu_ternary::matmul_ternary_i32(&x_q, &w, m as usize, n as usize, k as usize);
         assert_eq!(got, expected, "accumulators {m}x{n}x{k}");
     }
 }
@@ -261,8 +210,7 @@ fn gpu_bitlinear(x: &[f32], weight: &TernaryWeight, m: u32, rows: u32) -> Vec<f3
     let mut matmul = TernaryMatmul::new(gpu, &act, weight, &out).unwrap();
     quantize.set_rows(gpu, rows).unwrap();
     matmul.set_rows(gpu, rows).unwrap();
-    gpu.run("bitlinear", &[&quantize.dispatch, matmul.dispatch()])
-        .unwrap();
+    gpu.run("bitlinear", &[&quantize.dispatch, matmul.dispatch()]).unwrap();
     gpu.read(&out).unwrap()
 }
 
@@ -270,36 +218,16 @@ fn gpu_bitlinear(x: &[f32], weight: &TernaryWeight, m: u32, rows: u32) -> Vec<f3
 fn bitlinear_float_output_matches_cpu_in_both_conventions() {
     let gpu = gpu();
     let mut rng = rng(40);
-    for &(m, n, k) in &[
-        (1u32, 37u32, 70u32),
-        (5, 129, 300),
-        (1, 64, 2560),
-        (3, 20, 16),
-        (2, 300, 40),
-    ] {
+    for &(m, n, k) in &[(1u32, 37u32, 70u32), (5, 129, 300), (1, 64, 2560), (3, 20, 16), (2, 300, 40)] {
         let x = random_activations(&mut rng, (m * k) as usize);
         let w = random_ternary(&mut rng, (n * k) as usize);
         for convention in [ScaleConvention::Divide, ScaleConvention::Multiply] {
             let weight_scale = 0.37f32;
-            let weight =
-                TernaryWeight::from_ternary(gpu, "w", &w, n, k, weight_scale, convention).unwrap();
+            let weight = TernaryWeight::from_ternary(gpu, "w", &w, n, k, weight_scale, convention).unwrap();
             let got = gpu_bitlinear(&x, &weight, m, m);
-            let expected = cpu_ternary::bitlinear(
-                &x,
-                &w,
-                m as usize,
-                n as usize,
-                k as usize,
-                weight_scale,
-                convention,
-            );
+            let expected = cpu_ternary::bitlinear(&x, &w, m as usize, n as usize, k as usize, weight_scale, convention);
             // The integers are exact; only the final f32 divide/multiply may round differently.
-            assert_close(
-                &format!("bitlinear {m}x{n}x{k} {convention:?}"),
-                &got,
-                &expected,
-                1e-6,
-            );
+            assert_close(&format!("bitlinear {m}x{n}x{k} {convention:?}"), &got, &expected, 1e-6);
         }
     }
 }
@@ -311,20 +239,10 @@ fn weight_from_hf_packed_bytes_matches_the_unpacked_matrix() {
     let (m, n, k) = (3u32, 36u32, 70u32);
     let w = random_ternary(&mut rng, (n * k) as usize);
     let packed = cpu_ternary::pack_hf_packed(&w, n as usize, k as usize).unwrap();
-    let weight =
-        TernaryWeight::from_hf_packed(gpu, "w", &packed, n, k, 1.7, ScaleConvention::Divide)
-            .unwrap();
+    let weight = TernaryWeight::from_hf_packed(gpu, "w", &packed, n, k, 1.7, ScaleConvention::Divide).unwrap();
     let x = random_activations(&mut rng, (m * k) as usize);
     let got = gpu_bitlinear(&x, &weight, m, m);
-    let expected = cpu_ternary::bitlinear(
-        &x,
-        &w,
-        m as usize,
-        n as usize,
-        k as usize,
-        1.7,
-        ScaleConvention::Divide,
-    );
+    let expected = cpu_ternary::bitlinear(&x, &w, m as usize, n as usize, k as usize, 1.7, ScaleConvention::Divide);
     assert_close("hf packed weight", &got, &expected, 1e-6);
 }
 
@@ -335,8 +253,7 @@ fn set_rows_switches_between_gemv_and_gemm_and_leaves_other_rows() {
     let (m, n, k) = (11u32, 70u32, 45u32);
     let x = random_activations(&mut rng, (m * k) as usize);
     let w = random_ternary(&mut rng, (n * k) as usize);
-    let weight =
-        TernaryWeight::from_ternary(gpu, "w", &w, n, k, 0.8, ScaleConvention::Divide).unwrap();
+    let weight = TernaryWeight::from_ternary(gpu, "w", &w, n, k, 0.8, ScaleConvention::Divide).unwrap();
     for rows in [1u32, 2, 9] {
         let got = gpu_bitlinear(&x, &weight, m, rows);
         let split = (rows * n) as usize;
@@ -350,10 +267,7 @@ fn set_rows_switches_between_gemv_and_gemm_and_leaves_other_rows() {
             ScaleConvention::Divide,
         );
         assert_close(&format!("{rows} rows"), &got[..split], &expected, 1e-6);
-        assert!(
-            got[split..].iter().all(|v| v.is_nan()),
-            "rows past set_rows({rows}) were written"
-        );
+        assert!(got[split..].iter().all(|v| v.is_nan()), "rows past set_rows({rows}) were written");
     }
 }
 
@@ -365,29 +279,17 @@ fn bad_shapes_are_errors() {
     assert!(ok(2, 3).is_ok());
     assert!(ok(3, 3).is_err(), "weight length does not match n×k");
     assert!(ok(0, 3).is_err(), "empty weight");
-    assert!(
-        TernaryWeight::from_ternary(gpu, "w", &w, 2, 3, 0.0, ScaleConvention::Divide).is_err(),
-        "zero scale"
-    );
-    assert!(
-        TernaryWeight::from_hf_packed(gpu, "w", &[0u8; 3], 6, 2, 1.0, ScaleConvention::Divide)
-            .is_err()
-    );
+    assert!(TernaryWeight::from_ternary(gpu, "w", &w, 2, 3, 0.0, ScaleConvention::Divide).is_err(), "zero scale");
+    assert!(TernaryWeight::from_hf_packed(gpu, "w", &[0u8; 3], 6, 2, 1.0, ScaleConvention::Divide).is_err());
     assert!(Int8Activations::new(gpu, "act", 0, 3).is_err());
 
     let weight = ok(2, 3).unwrap();
     let act = Int8Activations::new(gpu, "act", 4, 5).unwrap();
     let out = poisoned(gpu, "out", 8);
-    assert!(
-        TernaryMatmul::new(gpu, &act, &weight, &out).is_err(),
-        "k mismatch"
-    );
+    assert!(TernaryMatmul::new(gpu, &act, &weight, &out).is_err(), "k mismatch");
     let act = Int8Activations::new(gpu, "act", 4, 3).unwrap();
     let small = poisoned(gpu, "out", 7);
-    assert!(
-        TernaryMatmul::new(gpu, &act, &weight, &small).is_err(),
-        "output too small"
-    );
+    assert!(TernaryMatmul::new(gpu, &act, &weight, &small).is_err(), "output too small");
     let mut matmul = TernaryMatmul::new(gpu, &act, &weight, &out).unwrap();
     assert!(matmul.set_rows(gpu, 5).is_err());
     let x = gpu.storage_from("x", &[1.0f32; 11]).unwrap();

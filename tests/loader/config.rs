@@ -1,8 +1,7 @@
 //! Model configuration from HF JSON and GGUF metadata, and its validation.
 
 use deltallm::loader::{
-    Activation, Architecture, GgmlType, Gguf, GgufArray, GgufBuilder, GgufValue, LoadError,
-    ModelConfig, WeightScale,
+    Activation, Architecture, GgmlType, Gguf, GgufArray, GgufBuilder, GgufValue, LoadError, ModelConfig, WeightScale,
 };
 
 use super::load_err;
@@ -57,38 +56,22 @@ fn bitnet_config() {
     let mut c = ModelConfig::from_hf_json(BITNET).unwrap();
     assert_eq!(c.architecture, Architecture::BitNet);
     assert_eq!(c.activation, Activation::Relu2);
-    assert_eq!(
-        (c.hidden_size, c.intermediate_size, c.num_hidden_layers),
-        (2560, 6912, 30)
-    );
-    assert_eq!(
-        (c.num_attention_heads, c.num_key_value_heads, c.head_dim),
-        (20, 5, 128)
-    );
-    assert_eq!(
-        (c.q_dim(), c.kv_dim(), c.heads_per_kv_head()),
-        (2560, 640, 4)
-    );
+    assert_eq!((c.hidden_size, c.intermediate_size, c.num_hidden_layers), (2560, 6912, 30));
+    assert_eq!((c.num_attention_heads, c.num_key_value_heads, c.head_dim), (20, 5, 128));
+    assert_eq!((c.q_dim(), c.kv_dim(), c.heads_per_kv_head()), (2560, 640, 4));
     assert_eq!((c.rms_norm_eps, c.rope_theta), (1e-5, 500000.0));
     assert_eq!(c.rope_scaling, None);
     assert!(c.tie_word_embeddings);
-    assert_eq!(
-        (c.bos_token_id, c.stop_token_ids.as_slice()),
-        (Some(128000), &[128001u32][..])
-    );
+    assert_eq!((c.bos_token_id, c.stop_token_ids.as_slice()), (Some(128000), &[128001u32][..]));
     assert_eq!(c.weight_scale, Some(WeightScale::Divide));
-    c.add_generation_config(r#"{"bos_token_id": 128000, "eos_token_id": [128001, 128009]}"#)
-        .unwrap();
+    c.add_generation_config(r#"{"bos_token_id": 128000, "eos_token_id": [128001, 128009]}"#).unwrap();
     assert_eq!(c.stop_token_ids, [128001, 128009]);
 }
 
 #[test]
 fn autobitlinear_scale_multiplies() {
     let json = BITNET.replace("\"bitlinear\"", "\"autobitlinear\"");
-    assert_eq!(
-        ModelConfig::from_hf_json(&json).unwrap().weight_scale,
-        Some(WeightScale::Multiply)
-    );
+    assert_eq!(ModelConfig::from_hf_json(&json).unwrap().weight_scale, Some(WeightScale::Multiply));
 }
 
 #[test]
@@ -98,10 +81,7 @@ fn llama_config() {
     assert_eq!(c.activation, Activation::Silu);
     assert_eq!((c.head_dim, c.kv_dim()), (64, 512));
     let s = c.rope_scaling.unwrap();
-    assert_eq!(
-        (s.factor, s.low_freq_factor, s.high_freq_factor),
-        (32.0, 1.0, 4.0)
-    );
+    assert_eq!((s.factor, s.low_freq_factor, s.high_freq_factor), (32.0, 1.0, 4.0));
     assert_eq!(s.original_max_position_embeddings, 8192);
     assert_eq!(c.stop_token_ids, [128001, 128008, 128009]);
     assert_eq!(c.weight_scale, None);
@@ -110,30 +90,18 @@ fn llama_config() {
 #[test]
 fn hf_dir_reads_generation_config() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("config.json"),
-        LLAMA.replace("[128001, 128008, 128009]", "128001"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("generation_config.json"),
-        r#"{"eos_token_id": [128001, 128008, 128009]}"#,
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("config.json"), LLAMA.replace("[128001, 128008, 128009]", "128001")).unwrap();
+    std::fs::write(dir.path().join("generation_config.json"), r#"{"eos_token_id": [128001, 128008, 128009]}"#).unwrap();
     let c = ModelConfig::from_hf_dir(dir.path()).unwrap();
     assert_eq!(c.stop_token_ids, [128001, 128008, 128009]);
     std::fs::write(dir.path().join("config.json"), "{not json").unwrap();
-    let message = ModelConfig::from_hf_dir(dir.path())
-        .unwrap_err()
-        .to_string();
+    let message = ModelConfig::from_hf_dir(dir.path()).unwrap_err().to_string();
     assert!(message.contains("config.json"), "{message}");
 }
 
 fn config_message(json: &str) -> String {
     match load_err(ModelConfig::from_hf_json(json)) {
-        e @ (LoadError::Config { .. } | LoadError::Json { .. } | LoadError::Unsupported { .. }) => {
-            e.to_string()
-        }
+        e @ (LoadError::Config { .. } | LoadError::Json { .. } | LoadError::Unsupported { .. }) => e.to_string(),
         other => panic!("unexpected error kind: {other}"),
     }
 }
@@ -144,25 +112,16 @@ fn malformed_and_inconsistent_configs() {
     assert!(config_message(&BITNET.replace("\"hidden_size\": 2560,", "")).contains("hidden_size"));
     let m = config_message(&BITNET.replace("\"hidden_size\": 2560", "\"hidden_size\": \"big\""));
     assert!(m.contains("invalid type") && m.contains("line"), "{m}");
-    let m = config_message(
-        &BITNET.replace("\"num_attention_heads\": 20", "\"num_attention_heads\": 21"),
-    );
-    assert!(
-        m.contains("num_attention_heads 21 does not divide hidden_size 2560"),
-        "{m}"
-    );
-    let m =
-        config_message(&BITNET.replace("\"num_key_value_heads\": 5", "\"num_key_value_heads\": 3"));
+    let m = config_message(&BITNET.replace("\"num_attention_heads\": 20", "\"num_attention_heads\": 21"));
+    assert!(m.contains("num_attention_heads 21 does not divide hidden_size 2560"), "{m}");
+    let m = config_message(&BITNET.replace("\"num_key_value_heads\": 5", "\"num_key_value_heads\": 3"));
     assert!(m.contains("num_key_value_heads 3"), "{m}");
-    let m =
-        config_message(&BITNET.replace("\"num_hidden_layers\": 30", "\"num_hidden_layers\": 0"));
+    let m = config_message(&BITNET.replace("\"num_hidden_layers\": 30", "\"num_hidden_layers\": 0"));
     assert!(m.contains("num_hidden_layers is 0"), "{m}");
     let m = config_message(&BITNET.replace("\"eos_token_id\": 128001", "\"eos_token_id\": 999999"));
     assert!(m.contains("999999"), "{m}");
     let m = config_message(
-        &BITNET
-            .replace("\"model_type\": \"bitnet\"", "\"model_type\": \"gpt2\"")
-            .replace("BitNetForCausalLM", "GPT2"),
+        &BITNET.replace("\"model_type\": \"bitnet\"", "\"model_type\": \"gpt2\"").replace("BitNetForCausalLM", "GPT2"),
     );
     assert!(m.contains("gpt2"), "{m}");
     let m = config_message(&BITNET.replace("relu2", "gelu"));
@@ -186,15 +145,9 @@ fn llama_gguf(overrides: &[(&str, GgufValue)]) -> Gguf {
         ("llama.attention.head_count", GgufValue::U32(9)),
         ("llama.attention.head_count_kv", GgufValue::U32(3)),
         ("llama.rope.freq_base", GgufValue::F32(100000.0)),
-        (
-            "llama.attention.layer_norm_rms_epsilon",
-            GgufValue::F32(1e-5),
-        ),
+        ("llama.attention.layer_norm_rms_epsilon", GgufValue::F32(1e-5)),
         ("llama.context_length", GgufValue::U32(8192)),
-        (
-            "tokenizer.ggml.tokens",
-            GgufValue::Array(GgufArray::String(tokens)),
-        ),
+        ("tokenizer.ggml.tokens", GgufValue::Array(GgufArray::String(tokens))),
         ("tokenizer.ggml.bos_token_id", GgufValue::U32(1)),
         ("tokenizer.ggml.eos_token_id", GgufValue::U32(2)),
     ];
@@ -208,40 +161,20 @@ fn llama_gguf(overrides: &[(&str, GgufValue)]) -> Gguf {
     for (k, v) in keys {
         b = b.metadata(k, v);
     }
-    Gguf::from_bytes(
-        b.tensor("token_embd.weight", &[32, 1], GgmlType::F32, vec![0; 128])
-            .build(),
-    )
-    .unwrap()
+    Gguf::from_bytes(b.tensor("token_embd.weight", &[32, 1], GgmlType::F32, vec![0; 128]).build()).unwrap()
 }
 
 #[test]
 fn gguf_llama_metadata() {
     let c = ModelConfig::from_gguf(&llama_gguf(&[])).unwrap();
     assert_eq!(c.architecture, Architecture::Llama);
-    assert_eq!(
-        (c.hidden_size, c.intermediate_size, c.num_hidden_layers),
-        (576, 1536, 30)
-    );
-    assert_eq!(
-        (c.num_attention_heads, c.num_key_value_heads, c.head_dim),
-        (9, 3, 64)
-    );
+    assert_eq!((c.hidden_size, c.intermediate_size, c.num_hidden_layers), (576, 1536, 30));
+    assert_eq!((c.num_attention_heads, c.num_key_value_heads, c.head_dim), (9, 3, 64));
     assert_eq!((c.vocab_size, c.max_position_embeddings), (300, 8192));
     assert_eq!((c.rope_theta, c.rms_norm_eps), (100000.0, 1e-5));
-    assert!(
-        c.tie_word_embeddings,
-        "no output.weight tensor means tied embeddings"
-    );
-    assert_eq!(
-        (c.bos_token_id, c.stop_token_ids.as_slice()),
-        (Some(1), &[2u32][..])
-    );
-    let c = ModelConfig::from_gguf(&llama_gguf(&[(
-        "tokenizer.ggml.eot_token_id",
-        GgufValue::U32(5),
-    )]))
-    .unwrap();
+    assert!(c.tie_word_embeddings, "no output.weight tensor means tied embeddings");
+    assert_eq!((c.bos_token_id, c.stop_token_ids.as_slice()), (Some(1), &[2u32][..]));
+    let c = ModelConfig::from_gguf(&llama_gguf(&[("tokenizer.ggml.eot_token_id", GgufValue::U32(5))])).unwrap();
     assert_eq!(c.stop_token_ids, [2, 5]);
 }
 
@@ -249,17 +182,9 @@ fn gguf_llama_metadata() {
 fn gguf_bad_metadata() {
     let g = llama_gguf(&[("llama.attention.head_count_kv", GgufValue::U32(4))]);
     let message = ModelConfig::from_gguf(&g).unwrap_err().to_string();
-    assert!(
-        message.contains("num_key_value_heads 4 does not divide num_attention_heads 9"),
-        "{message}"
-    );
+    assert!(message.contains("num_key_value_heads 4 does not divide num_attention_heads 9"), "{message}");
     let g = llama_gguf(&[("llama.embedding_length", GgufValue::U32(577))]);
-    assert!(
-        ModelConfig::from_gguf(&g)
-            .unwrap_err()
-            .to_string()
-            .contains("does not divide")
-    );
+    assert!(ModelConfig::from_gguf(&g).unwrap_err().to_string().contains("does not divide"));
     let g = llama_gguf(&[("llama.block_count", GgufValue::U64(u64::MAX))]);
     assert!(ModelConfig::from_gguf(&g).is_err());
     let bad = GgufBuilder::new()
@@ -268,32 +193,15 @@ fn gguf_bad_metadata() {
         .build();
     let g = Gguf::from_bytes(bad).unwrap();
     let message = ModelConfig::from_gguf(&g).unwrap_err().to_string();
-    assert!(
-        message.contains("llama.embedding_length") && message.contains("string"),
-        "{message}"
-    );
+    assert!(message.contains("llama.embedding_length") && message.contains("string"), "{message}");
     let g = Gguf::from_bytes(
-        GgufBuilder::new()
-            .metadata("general.architecture", GgufValue::String("llama".into()))
-            .build(),
+        GgufBuilder::new().metadata("general.architecture", GgufValue::String("llama".into())).build(),
     )
     .unwrap();
-    assert!(
-        ModelConfig::from_gguf(&g)
-            .unwrap_err()
-            .to_string()
-            .contains("llama.embedding_length")
-    );
+    assert!(ModelConfig::from_gguf(&g).unwrap_err().to_string().contains("llama.embedding_length"));
     let g = Gguf::from_bytes(
-        GgufBuilder::new()
-            .metadata("general.architecture", GgufValue::String("mamba".into()))
-            .build(),
+        GgufBuilder::new().metadata("general.architecture", GgufValue::String("mamba".into())).build(),
     )
     .unwrap();
-    assert!(
-        ModelConfig::from_gguf(&g)
-            .unwrap_err()
-            .to_string()
-            .contains("mamba")
-    );
+    assert!(ModelConfig::from_gguf(&g).unwrap_err().to_string().contains("mamba"));
 }

@@ -27,10 +27,7 @@ fn fixture_metadata_has_every_value_type() {
     assert_eq!(g.get_u64("test.u64").unwrap(), (1u64 << 63) + 5);
     assert_eq!(g.get_i64("test.i64").unwrap(), -(1i64 << 62));
     assert_eq!(g.get("test.f64"), Some(&GgufValue::F64(1e-300)));
-    assert_eq!(
-        g.get_str_array("test.strings").unwrap(),
-        ["<s>", "Ġthe", "", "✓"]
-    );
+    assert_eq!(g.get_str_array("test.strings").unwrap(), ["<s>", "Ġthe", "", "✓"]);
     assert_eq!(g.get_i64_array("test.ints").unwrap(), [1, -2, 3]);
     assert_eq!(g.get_f32_array("test.floats").unwrap(), [0.5, -1.25]);
     match g.get_array("test.nested").unwrap() {
@@ -57,10 +54,7 @@ fn fixture_tensor_table() {
     assert_eq!(f32_info.shape(), [2, 40]);
     f32_info.expect_shape(&[2, 40]).unwrap();
     let message = f32_info.expect_shape(&[40, 2]).unwrap_err().to_string();
-    assert!(
-        message.contains("'f32'") && message.contains("[2, 40]"),
-        "{message}"
-    );
+    assert!(message.contains("'f32'") && message.contains("[2, 40]"), "{message}");
     for t in g.tensors() {
         assert_eq!(t.offset % 64, 0, "{} misaligned", t.name);
     }
@@ -70,35 +64,19 @@ fn fixture_tensor_table() {
 fn metadata_getters_check_types_and_presence() {
     let g = Gguf::open(data_path("quants.gguf")).unwrap();
     match load_err(g.get_str("test.u8")) {
-        LoadError::WrongValueType {
-            key,
-            expected,
-            found,
-        } => {
+        LoadError::WrongValueType { key, expected, found } => {
             assert_eq!((key.as_str(), expected, found), ("test.u8", "string", "u8"));
         }
         other => panic!("{other}"),
     }
-    assert!(matches!(
-        load_err(g.get_u32("test.u64")),
-        LoadError::WrongValueType { .. }
-    ));
-    assert!(matches!(
-        load_err(g.get_u64("test.i8")),
-        LoadError::WrongValueType { .. }
-    ));
-    assert!(matches!(
-        load_err(g.get_str_array("test.ints")),
-        LoadError::WrongValueType { .. }
-    ));
+    assert!(matches!(load_err(g.get_u32("test.u64")), LoadError::WrongValueType { .. }));
+    assert!(matches!(load_err(g.get_u64("test.i8")), LoadError::WrongValueType { .. }));
+    assert!(matches!(load_err(g.get_str_array("test.ints")), LoadError::WrongValueType { .. }));
     let missing = g.get_f32("llama.rope.freq_base").unwrap_err().to_string();
     assert!(missing.contains("llama.rope.freq_base"), "{missing}");
     assert_eq!(g.opt_u64("nope").unwrap(), None);
     let not_found = g.tensor_bytes("output.weight").unwrap_err().to_string();
-    assert!(
-        not_found.contains("output.weight") && not_found.contains("quants.gguf"),
-        "{not_found}"
-    );
+    assert!(not_found.contains("output.weight") && not_found.contains("quants.gguf"), "{not_found}");
 }
 
 /// A small file with every value type and three tensor types.
@@ -106,9 +84,7 @@ fn sample_file() -> Vec<u8> {
     let mut i2s = vec![0x55u8; 64]; // all codes 1 → zeros
     i2s.extend_from_slice(&0.5f32.to_le_bytes());
     i2s.resize(64 + I2_S_TAIL, 0);
-    let f32_data: Vec<u8> = (0..8)
-        .flat_map(|i| (i as f32 * 0.25).to_le_bytes())
-        .collect();
+    let f32_data: Vec<u8> = (0..8).flat_map(|i| (i as f32 * 0.25).to_le_bytes()).collect();
     let mut q8 = vec![0u8; 34];
     q8[..2].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
     for (j, b) in q8[2..].iter_mut().enumerate() {
@@ -126,10 +102,7 @@ fn sample_file() -> Vec<u8> {
         )
         .metadata(
             "a.nested",
-            GgufValue::Array(GgufArray::Array(vec![
-                GgufArray::U32(vec![1, 2]),
-                GgufArray::Bool(vec![true]),
-            ])),
+            GgufValue::Array(GgufArray::Array(vec![GgufArray::U32(vec![1, 2]), GgufArray::Bool(vec![true])])),
         )
         .tensor("t.f32", &[4, 2], GgmlType::F32, f32_data)
         .tensor("t.q8", &[32], GgmlType::Q8_0, q8)
@@ -140,14 +113,8 @@ fn sample_file() -> Vec<u8> {
 #[test]
 fn builder_round_trip() {
     let g = Gguf::from_bytes(sample_file()).unwrap();
-    assert_eq!(
-        g.get_str_array("tokenizer.ggml.tokens").unwrap(),
-        ["a", "bc", ""]
-    );
-    assert_eq!(
-        g.tensor_f32("t.f32").unwrap(),
-        [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
-    );
+    assert_eq!(g.get_str_array("tokenizer.ggml.tokens").unwrap(), ["a", "bc", ""]);
+    assert_eq!(g.tensor_f32("t.f32").unwrap(), [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75]);
     let q8 = g.tensor_f32("t.q8").unwrap();
     assert_eq!(q8[0], -8.0);
     assert_eq!(q8[31], 7.5);
@@ -161,8 +128,7 @@ fn every_truncation_is_an_error() {
     let file = sample_file();
     assert!(Gguf::from_bytes(file.clone()).is_ok());
     for len in 0..file.len() {
-        let err = Gguf::from_bytes(file[..len].to_vec())
-            .expect_err(&format!("prefix of {len} bytes parsed"));
+        let err = Gguf::from_bytes(file[..len].to_vec()).expect_err(&format!("prefix of {len} bytes parsed"));
         let message = err.to_string();
         assert!(!message.is_empty());
     }
@@ -170,17 +136,9 @@ fn every_truncation_is_an_error() {
     // end of the last tensor's data must fail.
     let fixture = std::fs::read(data_path("quants.gguf")).unwrap();
     let g = Gguf::from_bytes(fixture.clone()).unwrap();
-    let end = g
-        .tensors()
-        .iter()
-        .map(|t| g.data_start() + t.offset + t.n_bytes)
-        .max()
-        .unwrap() as usize;
+    let end = g.tensors().iter().map(|t| g.data_start() + t.offset + t.n_bytes).max().unwrap() as usize;
     for len in 0..end {
-        assert!(
-            Gguf::from_bytes(fixture[..len].to_vec()).is_err(),
-            "fixture prefix {len}"
-        );
+        assert!(Gguf::from_bytes(fixture[..len].to_vec()).is_err(), "fixture prefix {len}");
     }
 }
 
@@ -188,30 +146,16 @@ fn every_truncation_is_an_error() {
 fn truncation_message_says_what_and_where() {
     let file = sample_file();
     for len in [30, 100, file.len() - 1] {
-        let message = Gguf::from_bytes(file[..len].to_vec())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.contains("truncated") && message.contains("<memory>"),
-            "{message}"
-        );
+        let message = Gguf::from_bytes(file[..len].to_vec()).unwrap_err().to_string();
+        assert!(message.contains("truncated") && message.contains("<memory>"), "{message}");
     }
 }
 
 /// Exercise every accessor of a parsed file; none may panic.
 fn touch_everything(g: &Gguf) {
     for (key, value) in g.metadata() {
-        let _ = (
-            g.get_u64(key),
-            g.get_f32(key),
-            g.get_str(key),
-            g.get_str_array(key),
-        );
-        let _ = (
-            g.get_i64_array(key),
-            g.get_f32_array(key),
-            value.type_name(),
-        );
+        let _ = (g.get_u64(key), g.get_f32(key), g.get_str(key), g.get_str_array(key));
+        let _ = (g.get_i64_array(key), g.get_f32_array(key), value.type_name());
     }
     for t in g.tensors() {
         let _ = g.tensor_bytes(&t.name).unwrap();
@@ -223,10 +167,7 @@ fn touch_everything(g: &Gguf) {
 #[test]
 fn random_corruption_never_panics() {
     let mut rng = rng(7);
-    let originals = [
-        sample_file(),
-        std::fs::read(data_path("quants.gguf")).unwrap(),
-    ];
+    let originals = [sample_file(), std::fs::read(data_path("quants.gguf")).unwrap()];
     let mut parsed = 0;
     for trial in 0..4000 {
         let mut file = originals[trial % 2].clone();
@@ -234,11 +175,8 @@ fn random_corruption_never_panics() {
         // flips there.
         let header_len = if trial % 2 == 0 { 400 } else { 900 }.min(file.len());
         for _ in 0..rng.random_range(1..=4) {
-            let at = if rng.random_bool(0.75) {
-                rng.random_range(0..header_len)
-            } else {
-                rng.random_range(0..file.len())
-            };
+            let at =
+                if rng.random_bool(0.75) { rng.random_range(0..header_len) } else { rng.random_range(0..file.len()) };
             file[at] = match rng.random_range(0..3) {
                 0 => rng.random(),
                 1 => file[at] ^ (1 << rng.random_range(0..8)),
@@ -254,10 +192,7 @@ fn random_corruption_never_panics() {
             touch_everything(&g);
         }
     }
-    assert!(
-        parsed > 100,
-        "only {parsed} corrupted files parsed; corruption too aggressive to test accessors"
-    );
+    assert!(parsed > 100, "only {parsed} corrupted files parsed; corruption too aggressive to test accessors");
 }
 
 /// A GGUF image written field by field, for malformed cases the builder
@@ -305,16 +240,10 @@ fn parse_err(bytes: Vec<u8>) -> LoadError {
 
 #[test]
 fn bad_magic_and_version() {
-    assert!(matches!(
-        parse_err(b"GGML\x03\0\0\0".to_vec()),
-        LoadError::BadMagic { .. }
-    ));
+    assert!(matches!(parse_err(b"GGML\x03\0\0\0".to_vec()), LoadError::BadMagic { .. }));
     for version in [0, 1, 4, u32::MAX] {
         let r = Raw::header(version, 0, 0);
-        assert!(matches!(
-            parse_err(r.0),
-            LoadError::UnsupportedVersion { .. }
-        ));
+        assert!(matches!(parse_err(r.0), LoadError::UnsupportedVersion { .. }));
     }
     // Version 2 and 3 with nothing in them are fine.
     assert!(Gguf::from_bytes(Raw::header(2, 0, 0).0).is_ok());
@@ -323,14 +252,8 @@ fn bad_magic_and_version() {
 
 #[test]
 fn absurd_counts_are_refused_before_allocating() {
-    assert!(matches!(
-        parse_err(Raw::header(3, 0, u64::MAX).0),
-        LoadError::CountTooLarge { .. }
-    ));
-    assert!(matches!(
-        parse_err(Raw::header(3, 1 << 40, 0).0),
-        LoadError::CountTooLarge { .. }
-    ));
+    assert!(matches!(parse_err(Raw::header(3, 0, u64::MAX).0), LoadError::CountTooLarge { .. }));
+    assert!(matches!(parse_err(Raw::header(3, 1 << 40, 0).0), LoadError::CountTooLarge { .. }));
     // A string claiming 2^60 bytes.
     let mut r = Raw::header(3, 0, 1);
     r.u64(1 << 60).u64(0).u64(0);
@@ -339,10 +262,7 @@ fn absurd_counts_are_refused_before_allocating() {
     for (element_type, count) in [(8u32, 1u64 << 40), (10, 1 << 62), (9, u64::MAX)] {
         let mut r = Raw::header(3, 0, 1);
         r.str("k").u32(9).u32(element_type).u64(count);
-        assert!(
-            matches!(parse_err(r.0), LoadError::CountTooLarge { .. }),
-            "array type {element_type}"
-        );
+        assert!(matches!(parse_err(r.0), LoadError::CountTooLarge { .. }), "array type {element_type}");
     }
 }
 
@@ -361,16 +281,10 @@ fn deep_array_nesting_is_refused() {
 fn unknown_value_and_tensor_types() {
     let mut r = Raw::header(3, 0, 1);
     r.str("k").u32(13).u32(0);
-    assert!(matches!(
-        parse_err(r.0),
-        LoadError::UnknownValueType { type_id: 13, .. }
-    ));
+    assert!(matches!(parse_err(r.0), LoadError::UnknownValueType { type_id: 13, .. }));
     let mut r = Raw::header(3, 0, 1);
     r.str("k").u32(9).u32(99).u64(0);
-    assert!(matches!(
-        parse_err(r.0),
-        LoadError::UnknownValueType { type_id: 99, .. }
-    ));
+    assert!(matches!(parse_err(r.0), LoadError::UnknownValueType { type_id: 99, .. }));
     let mut r = Raw::header(3, 1, 0);
     r.tensor("w", &[32], 31, 0);
     match parse_err(r.data(128)) {
@@ -405,10 +319,7 @@ fn bad_alignment_values() {
         } else {
             r.u64(value);
         }
-        assert!(
-            matches!(parse_err(r.0), LoadError::TooLarge { .. }),
-            "alignment {value}"
-        );
+        assert!(matches!(parse_err(r.0), LoadError::TooLarge { .. }), "alignment {value}");
     }
     let mut r = Raw::header(3, 0, 1);
     r.str("general.alignment").u32(8).str("32");
@@ -437,22 +348,13 @@ fn bad_tensor_shapes() {
 fn bad_tensor_placement() {
     let mut r = Raw::header(3, 1, 0);
     r.tensor("w", &[8], 0, 4);
-    assert!(matches!(
-        parse_err(r.data(64)),
-        LoadError::TensorMisaligned { offset: 4, .. }
-    ));
+    assert!(matches!(parse_err(r.data(64)), LoadError::TensorMisaligned { offset: 4, .. }));
     let mut r = Raw::header(3, 1, 0);
     r.tensor("w", &[16], 0, 32);
-    assert!(matches!(
-        parse_err(r.data(64)),
-        LoadError::TensorOutOfBounds { .. }
-    ));
+    assert!(matches!(parse_err(r.data(64)), LoadError::TensorOutOfBounds { .. }));
     let mut r = Raw::header(3, 1, 0);
     r.tensor("w", &[16], 0, u64::MAX - 31);
-    assert!(matches!(
-        parse_err(r.data(64)),
-        LoadError::TensorOutOfBounds { .. }
-    ));
+    assert!(matches!(parse_err(r.data(64)), LoadError::TensorOutOfBounds { .. }));
     let mut r = Raw::header(3, 2, 0);
     r.tensor("a", &[16], 0, 0).tensor("b", &[16], 0, 32);
     match parse_err(r.data(96)) {

@@ -30,7 +30,5 @@ pub fn load_err<T: std::fmt::Debug>(result: Result<T, Error>) -> LoadError {
 }
 
 pub fn data_path(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
 }

@@ -20,9 +20,7 @@ fn ulps(a: f32, b: f32) -> u32 {
     if a == b {
         return 0;
     }
-    (a.to_bits() as i64 - b.to_bits() as i64)
-        .unsigned_abs()
-        .min(u32::MAX as u64) as u32
+    (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs().min(u32::MAX as u64) as u32
 }
 
 #[test]
@@ -38,33 +36,13 @@ fn dequantize_matches_gguf_py() {
         // Our arithmetic follows ggml's order, so the match is exact; allow
         // 1 ulp in case a platform reorders a product.
         for (i, (&a, &b)) in ours.iter().zip(theirs).enumerate() {
-            assert!(
-                ulps(a, b) <= 1,
-                "{} ({:?}) element {i}: ours {a}, gguf-py {b}",
-                t.name,
-                t.ggml_type
-            );
+            assert!(ulps(a, b) <= 1, "{} ({:?}) element {i}: ours {a}, gguf-py {b}", t.name, t.ggml_type);
         }
-        let exact = ours
-            .iter()
-            .zip(theirs)
-            .filter(|(a, b)| a.to_bits() == b.to_bits())
-            .count();
-        assert_eq!(
-            exact,
-            ours.len(),
-            "{}: {} of {} bit-exact",
-            t.name,
-            exact,
-            ours.len()
-        );
+        let exact = ours.iter().zip(theirs).filter(|(a, b)| a.to_bits() == b.to_bits()).count();
+        assert_eq!(exact, ours.len(), "{}: {} of {} bit-exact", t.name, exact, ours.len());
         types.push(t.ggml_type);
     }
-    assert_eq!(
-        at,
-        expected.len(),
-        "expected file has values for more tensors"
-    );
+    assert_eq!(at, expected.len(), "expected file has values for more tensors");
     for ty in [
         GgmlType::F32,
         GgmlType::F16,
@@ -88,23 +66,14 @@ fn ternary_extraction_agrees_with_dequantization() {
         let t = g.tensor_ternary(name).unwrap();
         assert_eq!(t.block_size, 256);
         assert!(t.values.iter().all(|v| (-1..=1).contains(v)));
-        assert!(
-            t.values.contains(&-1) && t.values.contains(&0) && t.values.contains(&1),
-            "{name}"
-        );
+        assert!(t.values.contains(&-1) && t.values.contains(&0) && t.values.contains(&1), "{name}");
         assert_eq!(t.to_f32(), g.tensor_f32(name).unwrap(), "{name}");
     }
     // Random TQ2_0 bytes contain code 3, which ggml decodes as +2: a
     // dequantizer may pass it through, ternary extraction must refuse it.
     let message = g.tensor_ternary("tq2_0_raw").unwrap_err().to_string();
-    assert!(
-        message.contains("code 3") && message.contains("tq2_0_raw"),
-        "{message}"
-    );
-    assert!(matches!(
-        load_err(g.tensor_ternary("q8_0")),
-        LoadError::Quant { .. }
-    ));
+    assert!(message.contains("code 3") && message.contains("tq2_0_raw"), "{message}");
+    assert!(matches!(load_err(g.tensor_ternary("q8_0")), LoadError::Quant { .. }));
 }
 
 /// Pack ternary values as I2_S (x86 layout): per 128 elements 32 bytes,
@@ -137,15 +106,9 @@ fn i2_s_layout_by_hand() {
     want[32] = -1;
     want[96] = 1;
     assert_eq!(t.values, want);
-    assert_eq!(
-        (t.scales.as_slice(), t.block_size),
-        ([1.5f32].as_slice(), 128)
-    );
+    assert_eq!((t.scales.as_slice(), t.block_size), ([1.5f32].as_slice(), 128));
     let f = dequantize(GgmlType::I2_S, &bytes, 128).unwrap();
-    assert_eq!(
-        (f[0], f[32], f[64], f[96], f[1]),
-        (1.5, -1.5, 0.0, 1.5, 0.0)
-    );
+    assert_eq!((f[0], f[32], f[64], f[96], f[1]), (1.5, -1.5, 0.0, 1.5, 0.0));
 }
 
 #[test]
@@ -164,14 +127,8 @@ fn i2_s_random_round_trip() {
     // Code 3 is not a ternary value: both paths refuse it.
     let mut bad = bytes.clone();
     bad[5] = 0xFF;
-    assert!(matches!(
-        load_err(extract_ternary(GgmlType::I2_S, &bad, n)),
-        LoadError::Quant { .. }
-    ));
-    assert!(matches!(
-        load_err(dequantize(GgmlType::I2_S, &bad, n)),
-        LoadError::Quant { .. }
-    ));
+    assert!(matches!(load_err(extract_ternary(GgmlType::I2_S, &bad, n)), LoadError::Quant { .. }));
+    assert!(matches!(load_err(dequantize(GgmlType::I2_S, &bad, n)), LoadError::Quant { .. }));
 }
 
 #[test]
@@ -181,10 +138,7 @@ fn tq2_0_and_tq1_0_by_hand() {
     block[0] = 0b00_01_10_00; // elements 0 → −1, 32 → +1, 64 → 0, 96 → −1
     block.extend_from_slice(&half::f16::from_f32(2.0).to_le_bytes());
     let t = extract_ternary(GgmlType::TQ2_0, &block, 256).unwrap();
-    assert_eq!(
-        (t.values[0], t.values[32], t.values[64], t.values[96]),
-        (-1, 1, 0, -1)
-    );
+    assert_eq!((t.values[0], t.values[32], t.values[64], t.values[96]), (-1, 1, 0, -1));
     assert_eq!(t.scales, [2.0]);
     // TQ1_0: byte q holds trits (t0..t4) as ceil(256·Σ t_k·3^(4−k) / 243).
     let encode = |trits: [u8; 5]| -> u8 {
@@ -197,16 +151,7 @@ fn tq2_0_and_tq1_0_by_hand() {
     block.extend_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
     let t = extract_ternary(GgmlType::TQ1_0, &block, 256).unwrap();
     // Trit k of qs byte m (m < 32) is element 32k + m.
-    assert_eq!(
-        [
-            t.values[0],
-            t.values[32],
-            t.values[64],
-            t.values[96],
-            t.values[128]
-        ],
-        [1, -1, 0, 1, -1]
-    );
+    assert_eq!([t.values[0], t.values[32], t.values[64], t.values[96], t.values[128]], [1, -1, 0, 1, -1]);
     assert!(t.values[1..32].iter().all(|&v| v == 0));
     assert!(t.values[240..].iter().all(|&v| v == 0));
 }
@@ -237,20 +182,8 @@ fn q4_k_scale_packing_by_hand() {
 
 #[test]
 fn wrong_byte_counts_are_errors() {
-    assert!(matches!(
-        load_err(dequantize(GgmlType::Q8_0, &[0; 33], 32)),
-        LoadError::Quant { .. }
-    ));
-    assert!(matches!(
-        load_err(dequantize(GgmlType::Q4_K, &[0; 144], 255)),
-        LoadError::Quant { .. }
-    ));
-    assert!(matches!(
-        load_err(dequantize(GgmlType::I2_S, &[0; 32], 128)),
-        LoadError::Quant { .. }
-    ));
-    assert!(matches!(
-        load_err(dequantize(GgmlType::Q5_K, &[0; 176], 256)),
-        LoadError::Unsupported { .. }
-    ));
+    assert!(matches!(load_err(dequantize(GgmlType::Q8_0, &[0; 33], 32)), LoadError::Quant { .. }));
+    assert!(matches!(load_err(dequantize(GgmlType::Q4_K, &[0; 144], 255)), LoadError::Quant { .. }));
+    assert!(matches!(load_err(dequantize(GgmlType::I2_S, &[0; 32], 128)), LoadError::Quant { .. }));
+    assert!(matches!(load_err(dequantize(GgmlType::Q5_K, &[0; 176], 256)), LoadError::Unsupported { .. }));
 }
