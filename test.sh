@@ -5,12 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 export RUST_BACKTRACE=1
+# Mesa warns on every device open without it.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 
 echo "== all tests, default adapter =="
 cargo test --release --all-targets
 
-echo "== GPU kernel tests, portable mode (WebGPU baseline limits, no f16, no subgroups) =="
-DELTALLM_PORTABLE=1 cargo test --release --test kernels --test model
+echo "== GPU kernel, model and fixture tests, portable mode (WebGPU baseline limits, no f16, no subgroups) =="
+DELTALLM_PORTABLE=1 cargo test --release --test kernels --test model --test fixtures
 
 echo "== GPU kernel tests, GL backend =="
 WGPU_BACKEND=gl cargo test --release --test kernels

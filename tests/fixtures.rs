@@ -8,6 +8,9 @@
 //! oracle's own top-1/top-2 margin is so small that float-order differences
 //! may legitimately flip it.
 
+mod support;
+use support::{argmax, rel_l2};
+
 use deltallm::engine::{Engine, ModelFiles};
 use deltallm::model::ModelOptions;
 use deltallm::{Gpu, GpuOptions};
@@ -31,22 +34,7 @@ fn f32s(v: &Value) -> Vec<f32> {
     v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }
 
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let (mut d, mut n) = (0.0f64, 0.0f64);
-    for (x, y) in a.iter().zip(b) {
-        if !x.is_finite() {
-            return f64::INFINITY;
-        }
-        d += (*x as f64 - *y as f64).powi(2);
-        n += (*y as f64).powi(2);
-    }
-    (d / n.max(1e-30)).sqrt()
-}
 
-fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold(0, |best, (i, x)| if *x > v[best] { i } else { best })
-}
 
 fn engine(path: &Path, all_logits: bool) -> Engine {
     let gpu = Gpu::new_blocking(&GpuOptions::from_env()).expect("a GPU adapter");

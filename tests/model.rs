@@ -2,6 +2,9 @@
 //! CPU reference (`cpu::model`), prefill-then-decode against one prefill,
 //! and bad input.
 
+mod support;
+use support::{argmax, rel_l2};
+
 use deltallm::loader::config::Architecture;
 use deltallm::model::{Model, ModelOptions, ModelWeights, synthetic};
 use deltallm::{Gpu, GpuOptions};
@@ -18,22 +21,7 @@ fn tiny(arch: Architecture, seed: u64) -> ModelWeights {
     synthetic::random_weights(&config, seed)
 }
 
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let (mut d, mut n) = (0.0f64, 0.0f64);
-    for (x, y) in a.iter().zip(b) {
-        if !x.is_finite() {
-            return f64::INFINITY;
-        }
-        d += (*x as f64 - *y as f64).powi(2);
-        n += (*y as f64).powi(2);
-    }
-    (d / n.max(1e-30)).sqrt()
-}
 
-fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold(0, |best, (i, x)| if *x > v[best] { i } else { best })
-}
 
 const TOKENS: [u32; 11] = [1, 17, 250, 3, 99, 42, 42, 7, 123, 299, 0];
 
