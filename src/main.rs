@@ -284,7 +284,12 @@ fn load_engine(gpu: &GpuArgs, model: &ModelArgs, all_logits: bool) -> anyhow::Re
     eprint!("loading {} ... ", path.display());
     let files = ModelFiles::load(&path)?;
     let gpu = deltallm::Gpu::new_blocking(&gpu.options())?;
-    let options = ModelOptions { max_context: model.context, prefill_chunk: model.prefill_chunk, all_logits };
+    let options = ModelOptions {
+        max_context: model.context,
+        prefill_chunk: model.prefill_chunk,
+        all_logits,
+        ..Default::default()
+    };
     let engine = Engine::new(gpu, files, options)?;
     eprintln!(
         "{:?}, {} layers, on {} ({:?}) in {:.1} s",

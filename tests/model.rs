@@ -21,15 +21,13 @@ fn tiny(arch: Architecture, seed: u64) -> ModelWeights {
     synthetic::random_weights(&config, seed)
 }
 
-
-
 const TOKENS: [u32; 11] = [1, 17, 250, 3, 99, 42, 42, 7, 123, 299, 0];
 
 fn gpu_matches_cpu(arch: Architecture, tolerance: f64) {
     let weights = tiny(arch, 7);
     let expected = deltallm::cpu::model::forward_all(&weights, &TOKENS);
     // Chunk of 4 so the 11 tokens take three prefill steps (GEMM and GEMV paths).
-    let options = ModelOptions { max_context: 32, prefill_chunk: 4, all_logits: true };
+    let options = ModelOptions { max_context: 32, prefill_chunk: 4, all_logits: true, ..Default::default() };
     let mut model = Model::load(gpu(), &weights, options).unwrap();
     let got = model.forward_all(gpu(), &TOKENS).unwrap();
     let err = rel_l2(&got, &expected);
@@ -56,7 +54,7 @@ fn tiny_bitnet_logits_match_the_cpu_reference() {
 fn prefill_then_decode_equals_one_prefill() {
     for arch in [Architecture::Llama, Architecture::BitNet] {
         let weights = tiny(arch, 11);
-        let options = ModelOptions { max_context: 32, prefill_chunk: 8, all_logits: false };
+        let options = ModelOptions { max_context: 32, prefill_chunk: 8, all_logits: false, ..Default::default() };
         let mut whole = Model::load(gpu(), &weights, options.clone()).unwrap();
         whole.forward(gpu(), &TOKENS).unwrap();
         let expected = whole.logits(gpu()).unwrap();
@@ -107,4 +105,18 @@ fn gpu_argmax_equals_the_argmax_of_the_logits() {
         let logits = model.logits(gpu()).unwrap();
         assert_eq!(model.argmax(gpu()).unwrap() as usize, argmax(&logits));
     }
+}
+
+#[test]
+fn weights_split_into_many_chunks_give_the_same_logits() {
+    // 300-token vocabulary in chunks of 64 rows (5 chunks, the last partial)
+    // for the embedding, the tied lm_head and every dense linear: the path a
+    // 128256-token table takes under the 128 MiB binding limit.
+    let weights = tiny(Architecture::Llama, 17);
+    let expected = deltallm::cpu::model::forward_all(&weights, &TOKENS);
+    let options = ModelOptions { max_context: 32, prefill_chunk: 4, all_logits: true, weight_chunk_rows: Some(64) };
+    let mut model = Model::load(gpu(), &weights, options).unwrap();
+    let got = model.forward_all(gpu(), &TOKENS).unwrap();
+    let err = rel_l2(&got, &expected);
+    assert!(err < 1e-4, "split weights: logits relative L2 {err:e}");
 }

@@ -45,11 +45,15 @@ pub struct ModelOptions {
     pub prefill_chunk: u32,
     /// Compute logits for every token of a step, not only the last.
     pub all_logits: bool,
+    /// Split dense weights into chunks of at most this many rows, below what
+    /// the binding limit requires (tests use it to exercise splitting on
+    /// tiny models; `None` splits only as the device needs).
+    pub weight_chunk_rows: Option<u32>,
 }
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        ModelOptions { max_context: 0, prefill_chunk: 64, all_logits: false }
+        ModelOptions { max_context: 0, prefill_chunk: 64, all_logits: false, weight_chunk_rows: None }
     }
 }
 
@@ -60,12 +64,18 @@ enum LinearWeight {
 }
 
 impl LinearWeight {
-    fn upload(gpu: &Gpu, label: &str, m: &Matrix) -> Result<Self> {
+    fn upload(gpu: &Gpu, label: &str, m: &Matrix, chunk_rows: Option<u32>) -> Result<Self> {
         let (rows, cols) = (m.rows as u32, m.cols as u32);
         Ok(match &m.data {
-            MatrixData::F32(v) => LinearWeight::Dense(DenseWeight::upload_f32(gpu, label, v, rows, cols)?),
-            MatrixData::F16(v) => LinearWeight::Dense(DenseWeight::upload_f16(gpu, label, v, rows, cols)?),
-            MatrixData::Bf16(v) => LinearWeight::Dense(DenseWeight::upload_bf16(gpu, label, v, rows, cols)?),
+            MatrixData::F32(v) => {
+                LinearWeight::Dense(DenseWeight::upload_f32_with_chunk_rows(gpu, label, v, rows, cols, chunk_rows)?)
+            }
+            MatrixData::F16(v) => {
+                LinearWeight::Dense(DenseWeight::upload_f16_with_chunk_rows(gpu, label, v, rows, cols, chunk_rows)?)
+            }
+            MatrixData::Bf16(v) => {
+                LinearWeight::Dense(DenseWeight::upload_bf16_with_chunk_rows(gpu, label, v, rows, cols, chunk_rows)?)
+            }
             MatrixData::Ternary { values, scale, convention } => {
                 LinearWeight::Ternary(TernaryWeight::from_ternary(gpu, label, values, rows, cols, *scale, *convention)?)
             }
@@ -301,7 +311,8 @@ impl Model {
         };
 
         let rope_table = RopeTable::from_inv_freq(gpu, c.head_dim as u32, &weights.rope_inv_freq, max_context)?;
-        let embed = LinearWeight::upload(gpu, "embed_tokens", &weights.embed_tokens)?.dense("embed_tokens")?;
+        let embed = LinearWeight::upload(gpu, "embed_tokens", &weights.embed_tokens, options.weight_chunk_rows)?
+            .dense("embed_tokens")?;
         let embedding = Embedding::new(gpu, &embed, &act.ids, &act.h, rows)?;
         let eps = c.rms_norm_eps;
         let vector = |label: &str, v: &[f32]| gpu.storage_from(label, v);
@@ -312,7 +323,9 @@ impl Model {
         let mut layers = Vec::with_capacity(weights.layers.len());
         for (i, w) in weights.layers.iter().enumerate() {
             log::debug!("uploading layer {i}");
-            let lin = |name: &str, m: &Matrix| LinearWeight::upload(gpu, &format!("layers.{i}.{name}"), m);
+            let lin = |name: &str, m: &Matrix| {
+                LinearWeight::upload(gpu, &format!("layers.{i}.{name}"), m, options.weight_chunk_rows)
+            };
             let (wq, wk, wv, wo) = (
                 lin("q_proj", &w.q_proj)?,
                 lin("k_proj", &w.k_proj)?,
@@ -409,7 +422,7 @@ impl Model {
         let final_in = if options.all_logits { &act.h } else { &act.last };
         let final_norm = RmsNorm::new(gpu, final_in, &final_norm_weight, &act.final_x, logit_rows, hidden, eps)?;
         let lm_head_weight = match &weights.lm_head {
-            Some(m) => LinearWeight::upload(gpu, "lm_head", m)?.dense("lm_head")?,
+            Some(m) => LinearWeight::upload(gpu, "lm_head", m, options.weight_chunk_rows)?.dense("lm_head")?,
             None => embed,
         };
         let lm_head = Matmul::new(gpu, &lm_head_weight, &act.final_x, &act.logits, logit_rows)?;
