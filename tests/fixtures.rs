@@ -34,8 +34,6 @@ fn f32s(v: &Value) -> Vec<f32> {
     v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }
 
-
-
 fn engine(path: &Path, all_logits: bool) -> Engine {
     let gpu = Gpu::new_blocking(&GpuOptions::from_env()).expect("a GPU adapter");
     let files = ModelFiles::load(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

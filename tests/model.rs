@@ -21,8 +21,6 @@ fn tiny(arch: Architecture, seed: u64) -> ModelWeights {
     synthetic::random_weights(&config, seed)
 }
 
-
-
 const TOKENS: [u32; 11] = [1, 17, 250, 3, 99, 42, 42, 7, 123, 299, 0];
 
 fn gpu_matches_cpu(arch: Architecture, tolerance: f64) {
