@@ -1,6 +1,6 @@
 use crate::common::*;
 use deltallm::cpu::attention::causal_attention;
-use deltallm::cpu::delta::{delta_keys, hybrid_attention};
+use deltallm::cpu::delta::{delta_keys, delta_stats, hybrid_attention};
 use deltallm::gpu::GpuBuffer;
 use deltallm::ops::attention::{Attention, KvCache};
 use deltallm::ops::delta::{DeltaCache, DeltaKeys, HybridAttention};
@@ -225,9 +225,18 @@ fn hybrid_attention_matches_cpu_over_theta_window_sinks_gqa_and_head_dims() {
             let seq = smooth_sequence(90 + case, len, heads, kv_heads, head_dim);
             let mut layer = Layer::new(heads, kv_heads, head_dim, prompt, len, theta, window as u32, sinks as u32);
             let what = format!("Θ {theta} window {window} sinks {sinks} heads {heads}/{kv_heads} hd {head_dim}");
-            let (got, _) = layer.step(&seq, prompt, 0);
+            let (got, dense) = layer.step(&seq, prompt, 0);
             let want = expected(&seq, &layer, theta, window, sinks, prompt, 0);
             assert_close(&format!("{what}: prefill {prompt}"), &got, &want, TOLERANCE);
+            if theta > 0.0 && window < 64 {
+                // The approximation must show, or the comparison above proves little.
+                let drift = rel_l2(&got, &dense);
+                assert!(drift > 10.0 * TOLERANCE, "{what}: hybrid only {drift:e} from dense");
+                let kv_width = kv_heads * head_dim;
+                let (deltas, _, _) = delta_keys(&seq[1][..prompt * kv_width], prompt, kv_heads, head_dim, theta, None);
+                let stats = delta_stats(&deltas, prompt, kv_heads, head_dim, window, sinks);
+                eprintln!("{what}: drift from dense {drift:.2e}, {stats:?}");
+            }
             let (got, _) = layer.step(&seq, len - prompt, prompt);
             let want = expected(&seq, &layer, theta, window, sinks, len - prompt, prompt);
             assert_close(&format!("{what}: {} rows at {prompt}", len - prompt), &got, &want, TOLERANCE);
@@ -329,4 +338,41 @@ fn bad_shapes_are_errors() {
     assert!(DeltaCache::new(gpu, "empty", 0, 8, 16).is_err());
     assert!(DeltaCache::new(gpu, "wide", 1, 257, 16).is_err(), "head_dim over 256");
     assert!(DeltaCache::new(gpu, "huge", 64, 256, 1 << 20).is_err(), "over the binding limit");
+}
+
+/// Not a check: wall time of a prefill and of decode steps, hybrid vs dense,
+/// on whatever adapter the tests get (`cargo test --release --test kernels
+/// delta::timing -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn timing_hybrid_vs_dense() {
+    let gpu = gpu();
+    let (heads, kv_heads, head_dim, len) = (20, 5, 128, 512);
+    let seq = smooth_sequence(130, len, heads, kv_heads, head_dim);
+    for theta in [0.0f32, 0.5] {
+        let mut layer = Layer::new(heads, kv_heads, head_dim, len, len, theta, 16, 4);
+        let (rows, pos) = (len as u32 - 8, 0);
+        layer.step(&seq, rows as usize, pos);
+        let time = |label: &str, dispatches: &[&deltallm::gpu::Dispatch]| {
+            let start = std::time::Instant::now();
+            gpu.run(label, dispatches).unwrap();
+            gpu.wait().unwrap();
+            start.elapsed().as_secs_f64() * 1e3
+        };
+        let [_, dense] = layer.dense.dispatches();
+        let prefill_dense = time("dense", &[dense]);
+        let prefill_hybrid = time("hybrid", &[&layer.hybrid.attend]);
+        let prefill_build = time("build", &[&layer.build.build]);
+        layer.dense.set_step(gpu, 1, len as u32 - 1).unwrap();
+        layer.hybrid.set_step(gpu, 1, len as u32 - 1).unwrap();
+        let [_, dense] = layer.dense.dispatches();
+        let decode_dense = time("dense", &[dense]);
+        let decode_hybrid = time("hybrid", &[&layer.hybrid.attend]);
+        eprintln!(
+            "Θ {theta}, {heads}/{kv_heads} heads, hd {head_dim}, window 16, sinks 4: prefill of {rows}: \
+             dense {prefill_dense:.1} ms, hybrid {prefill_hybrid:.1} ms, delta build {prefill_build:.1} ms; \
+             decode at {}: dense {decode_dense:.2} ms, hybrid {decode_hybrid:.2} ms",
+            len - 1
+        );
+    }
 }
