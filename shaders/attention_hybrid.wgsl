@@ -8,8 +8,9 @@
 //
 // Layouts (see attention.wgsl and delta_keys.wgsl):
 //   k_cache, v_cache f32 [kv_heads][max_seq][head_dim]   full keys and values
-//   deltas           f32 [kv_heads][max_seq][head_dim]   delta rows (zeros stored)
-//   masks            u32 [kv_heads][max_seq][mask_words] non-zero bits of each delta row
+//   masks            u32 [kv_heads][max_seq][mask_words] non-zero elements of each delta row
+//   values           f32 [kv_heads][max_seq * head_dim]   their values, packed row after row
+//   row_starts       u32 [kv_heads][max_seq]              each row's first index in values
 //   q, out           f32 [rows][heads][head_dim], rows at positions pos0 + m
 // Query head h reads KV head h / (heads / kv_heads).
 //
@@ -18,15 +19,16 @@
 // online softmax (running max, sums rescaled by exp(old_max − new_max)).
 // Keys j ≤ i − window that are not sinks are the approximated ones; the
 // delta rows m < approx_end = i − window + 1 are needed for their prefix.
-// In each block below approx_end, lane j computes q·Δk_j visiting only the
-// set bits of its mask (work ∝ nnz), a Hillis–Steele inclusive scan over the
+// In each block below approx_end, lane j computes q·Δk_j walking the set
+// bits of its mask and its packed values together (work and reads ∝ nnz), a Hillis–Steele inclusive scan over the
 // block gives Σ_{m ≤ j} within it, and `carry` adds the earlier blocks. The
 // exact keys (window + sinks) read the full key. So a step costs
 // nnz(ΔK prefix) + (window + sinks) · head_dim MACs per query instead of
 // i · head_dim. Workgroup memory: 2 KiB at any context length.
 // Summation order is fixed by the blocks, so decoding position i gives the
 // same f32 result as row i of a prefill.
-// Bindings: 0 params, 1 k_cache, 2 v_cache, 3 deltas, 4 masks, 5 q, 6 out (rw)
+// Bindings: 0 params, 1 k_cache, 2 v_cache, 3 values, 4 masks, 5 row_starts,
+//           6 q, 7 out (rw)  (8 storage buffers: the baseline's limit)
 
 struct Params {
     rows: u32,
@@ -46,10 +48,11 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> k_cache: array<f32>;
 @group(0) @binding(2) var<storage, read> v_cache: array<f32>;
-@group(0) @binding(3) var<storage, read> deltas: array<f32>;
+@group(0) @binding(3) var<storage, read> values: array<f32>;
 @group(0) @binding(4) var<storage, read> masks: array<u32>;
-@group(0) @binding(5) var<storage, read> q: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read> row_starts: array<u32>;
+@group(0) @binding(6) var<storage, read> q: array<f32>;
+@group(0) @binding(7) var<storage, read_write> out: array<f32>;
 
 const WG: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 256u;
@@ -60,14 +63,18 @@ var<workgroup> scratch: array<f32, WG>;
 var<workgroup> probs: array<f32, WG>;
 var<workgroup> prefix: array<f32, WG>;
 
-// q·Δk of delta row `row` (already scaled query), visiting its set bits only.
-fn sparse_delta_dot(row: u32) -> f32 {
+// q·Δk of delta row `position` of `kv_head` (already scaled query): the mask
+// says which elements are stored, in order, from row_starts onwards.
+fn sparse_delta_dot(kv_head: u32, position: u32) -> f32 {
+    let row = kv_head * params.max_seq + position;
+    var index = kv_head * params.max_seq * params.head_dim + row_starts[row];
     var dot = 0.0;
     for (var w = 0u; w < params.mask_words; w++) {
         var bits = masks[row * params.mask_words + w];
         while (bits != 0u) {
             let d = w * 32u + countTrailingZeros(bits);
-            dot += query[d] * deltas[row * params.head_dim + d];
+            dot += query[d] * values[index];
+            index++;
             bits &= bits - 1u;
         }
     }
@@ -115,7 +122,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         if (start < approx_end) {
             var delta_dot = 0.0;
             if (j < approx_end) {
-                delta_dot = sparse_delta_dot(cache_row0 + j);
+                delta_dot = sparse_delta_dot(kv_head, j);
             }
             prefix[lid] = delta_dot;
             workgroupBarrier();

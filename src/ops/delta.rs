@@ -10,11 +10,12 @@
 //! 3. [`HybridAttention`]: every query against keys `0..=` its position,
 //!    exact inside window and sinks, through the prefix sum of deltas elsewhere.
 //!
-//! Delta layout (dense, first version): `deltas` f32
-//! `[kv_heads][max_seq][head_dim]` with zeros stored, plus `masks` u32
-//! `[kv_heads][max_seq][ceil(head_dim / 32)]` marking the non-zeros so the
-//! attention kernel does work ∝ nnz. It saves arithmetic, not memory; a
-//! compressed layout (mask + packed f16 values) is future work.
+//! Delta layout (compressed rows, f32 values): per row a `head_dim`-bit mask
+//! of the non-zeros, the non-zero values packed row after row, and each
+//! row's start in them (see [`DeltaCache`]). The attention kernel reads and
+//! multiplies nnz values per row instead of `head_dim`. The values area is
+//! sized for the dense worst case, so memory is not saved yet; f16 values
+//! and a bounded capacity are future work.
 
 use super::attention::KvCache;
 use super::check_len;
@@ -27,11 +28,15 @@ pub const MAX_HEAD_DIM: u32 = 256;
 /// One layer's delta rows and reference k̂, allocated once for `max_seq`
 /// positions.
 pub struct DeltaCache {
-    /// f32 `[kv_heads][max_seq][head_dim]`, zeros stored.
-    pub deltas: GpuBuffer,
     /// u32 `[kv_heads][max_seq][mask_words]`: bit `i % 32` of word `i / 32`
     /// set where element `i` of the delta row is non-zero.
     pub masks: GpuBuffer,
+    /// f32 `[kv_heads][max_seq · head_dim]`: each KV head's non-zero delta
+    /// values, row after row in position order, element order within a row.
+    pub values: GpuBuffer,
+    /// u32 `[kv_heads][max_seq]`: where each row's values start in its KV
+    /// head's part of `values` (`row_starts[t + 1] = row_starts[t] + nnz(t)`).
+    pub row_starts: GpuBuffer,
     /// f32 `[kv_heads][head_dim]`: k̂ after the last position built.
     pub reference: GpuBuffer,
     pub kv_heads: u32,
@@ -52,8 +57,9 @@ impl DeltaCache {
         }
         let rows = kv_heads as u64 * max_seq as u64;
         Ok(DeltaCache {
-            deltas: gpu.storage(&format!("{label}.deltas"), rows * head_dim as u64 * 4)?,
             masks: gpu.storage(&format!("{label}.masks"), rows * mask_words(head_dim) as u64 * 4)?,
+            values: gpu.storage(&format!("{label}.values"), rows * head_dim as u64 * 4)?,
+            row_starts: gpu.storage(&format!("{label}.row_starts"), rows * 4)?,
             reference: gpu.storage(&format!("{label}.reference"), kv_heads as u64 * head_dim as u64 * 4)?,
             kv_heads,
             head_dim,
@@ -134,7 +140,7 @@ impl DeltaKeys {
         let build = gpu.dispatch(
             "delta_keys",
             &KernelKey::new("delta_keys", "build"),
-            &[&params, k_new, &cache.reference, &cache.deltas, &cache.masks],
+            &[&params, k_new, &cache.reference, &cache.values, &cache.masks, &cache.row_starts],
             gpu.grid(cache.kv_heads),
         )?;
         Ok(DeltaKeys { build, params, values, max_rows })
@@ -261,7 +267,7 @@ impl HybridAttention {
         let attend = gpu.dispatch(
             "attention_hybrid",
             &KernelKey::new("attention_hybrid", "attend"),
-            &[&params, &kv.k, &kv.v, &deltas.deltas, &deltas.masks, q, out],
+            &[&params, &kv.k, &kv.v, &deltas.values, &deltas.masks, &deltas.row_starts, q, out],
             gpu.grid(max_rows * heads),
         )?;
         Ok(HybridAttention { attend, params, values, max_rows })

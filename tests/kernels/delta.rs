@@ -64,8 +64,8 @@ impl Layer {
         let dense_out = poisoned(gpu, "dense_out", q_len);
         let cache = KvCache::new(gpu, "cache", kv_heads as u32, head_dim as u32, max_seq as u32).unwrap();
         let deltas = DeltaCache::new(gpu, "deltas", kv_heads as u32, head_dim as u32, max_seq as u32).unwrap();
-        let nan_cache = vec![f32::NAN; (deltas.deltas.size / 4) as usize];
-        gpu.write(&deltas.deltas, 0, bytemuck::cast_slice(&nan_cache));
+        let nan_values = vec![f32::NAN; (deltas.values.size / 4) as usize];
+        gpu.write(&deltas.values, 0, bytemuck::cast_slice(&nan_values));
         let (max_rows, heads32) = (max_rows as u32, heads as u32);
         let dense = Attention::new(gpu, &cache, &q, &k, &v, &dense_out, max_rows, heads32).unwrap();
         let build = DeltaKeys::new(gpu, &deltas, &k, max_rows, theta).unwrap();
@@ -101,25 +101,43 @@ impl Layer {
     }
 
     /// Delta rows `[len][kv_heads · head_dim]` (position-major, as the CPU
-    /// reference returns them), the masks, and the reference k̂.
+    /// reference returns them) unpacked from the compressed rows, the masks,
+    /// and the reference k̂. Checks that the rows are packed back to back and
+    /// that no value past the last row was written.
     fn read_deltas(&self, len: usize) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
         let gpu = gpu();
-        let cache: Vec<f32> = gpu.read(&self.deltas.deltas).unwrap();
+        let values: Vec<f32> = gpu.read(&self.deltas.values).unwrap();
         let masks: Vec<u32> = gpu.read(&self.deltas.masks).unwrap();
+        let starts: Vec<u32> = gpu.read(&self.deltas.row_starts).unwrap();
         let max_seq = self.deltas.max_seq as usize;
         let words = self.deltas.mask_words() as usize;
-        let (mut rows, mut row_masks) = (Vec::new(), Vec::new());
-        for t in 0..len {
-            for g in 0..self.kv_heads {
-                rows.extend_from_slice(&cache[(g * max_seq + t) * self.head_dim..][..self.head_dim]);
-                row_masks.extend_from_slice(&masks[(g * max_seq + t) * words..][..words]);
+        let head_dim = self.head_dim;
+        let mut rows = vec![0.0f32; len * self.kv_heads * head_dim];
+        let mut row_masks = vec![0u32; len * self.kv_heads * words];
+        for g in 0..self.kv_heads {
+            let head_values = &values[g * max_seq * head_dim..][..max_seq * head_dim];
+            let mut next = 0usize;
+            for t in 0..len {
+                let row = g * max_seq + t;
+                assert_eq!(
+                    starts[row] as usize,
+                    next,
+                    "row {t} of KV head {g} does not start where {} ended",
+                    t as i64 - 1
+                );
+                let mask = &masks[row * words..][..words];
+                row_masks[(t * self.kv_heads + g) * words..][..words].copy_from_slice(mask);
+                for i in 0..head_dim {
+                    if mask[i / 32] & (1 << (i % 32)) != 0 {
+                        rows[(t * self.kv_heads + g) * head_dim + i] = head_values[next];
+                        next += 1;
+                    }
+                }
             }
-        }
-        for t in len..max_seq {
-            for g in 0..self.kv_heads {
-                let row = &cache[(g * max_seq + t) * self.head_dim..][..self.head_dim];
-                assert!(row.iter().all(|x| x.is_nan()), "delta row {t} past the sequence was written");
-            }
+            assert!(
+                head_values[next..].iter().all(|x| x.is_nan()),
+                "KV head {g}: values past the last row were written"
+            );
         }
         (rows, row_masks, gpu.read(&self.deltas.reference).unwrap())
     }
@@ -177,6 +195,9 @@ fn a_new_sequence_at_position_zero_ignores_the_old_reference() {
     let second = smooth_sequence(81, len, kv_heads, kv_heads, head_dim);
     let mut layer = Layer::new(kv_heads, kv_heads, head_dim, len, len, 0.05, 2, 0);
     layer.step(&first, len, 0);
+    // Only the values check needs this: the first sequence's tail may be longer.
+    let nan_values = vec![f32::NAN; (layer.deltas.values.size / 4) as usize];
+    gpu().write(&layer.deltas.values, 0, bytemuck::cast_slice(&nan_values));
     layer.step(&second, len, 0);
     let (want, _, want_reference) = delta_keys(&second[1], len, kv_heads, head_dim, 0.05, None);
     let (got, _, got_reference) = layer.read_deltas(len);
