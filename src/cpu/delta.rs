@@ -190,8 +190,8 @@ mod tests {
             ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         };
         let mut k = vec![0.0f32; rows * width];
-        for i in 0..width {
-            k[i] = 2.0 * next();
+        for x in &mut k[..width] {
+            *x = 2.0 * next();
         }
         for t in 1..rows {
             for i in 0..width {

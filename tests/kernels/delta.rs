@@ -239,10 +239,10 @@ fn hybrid_attention_matches_cpu_over_theta_window_sinks_gqa_and_head_dims() {
     let mut case = 0u64;
     for theta in [0.0f32, 0.05, 0.5] {
         for window in [1usize, 4, 64] {
-            let (heads, kv_heads) = if case % 2 == 0 { (2, 2) } else { (4, 1) };
+            let (heads, kv_heads) = if case.is_multiple_of(2) { (2, 2) } else { (4, 1) };
             let head_dim = if case % 3 == 2 { 128 } else { 64 };
-            let sinks = if (case / 2) % 2 == 0 { 0 } else { 4 };
-            let (len, prompt) = if case % 4 == 0 { (300, 297) } else { (150, 147) };
+            let sinks = if (case / 2).is_multiple_of(2) { 0 } else { 4 };
+            let (len, prompt) = if case.is_multiple_of(4) { (300, 297) } else { (150, 147) };
             let seq = smooth_sequence(90 + case, len, heads, kv_heads, head_dim);
             let mut layer = Layer::new(heads, kv_heads, head_dim, prompt, len, theta, window as u32, sinks as u32);
             let what = format!("Θ {theta} window {window} sinks {sinks} heads {heads}/{kv_heads} hd {head_dim}");
