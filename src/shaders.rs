@@ -31,6 +31,8 @@ macro_rules! shader {
 pub const SHADERS: &[Shader] = &[
     shader!("argmax"),
     shader!("attention"),
+    shader!("attention_hybrid"),
+    shader!("delta_keys"),
     shader!("elementwise"),
     shader!("embedding", &["PACKED"], &["PACKED", "BF16"]),
     shader!("matmul_f16", &["BF16"]),

@@ -3,6 +3,7 @@
 //! GPU kernels must compute, and the tests compare against them.
 
 pub mod attention;
+pub mod delta;
 pub mod elementwise;
 pub mod embedding;
 pub mod matmul;

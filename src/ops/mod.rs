@@ -6,6 +6,7 @@
 //! [`Dispatch`]: crate::gpu::Dispatch
 
 pub mod attention;
+pub mod delta;
 pub mod elementwise;
 pub mod embedding;
 pub mod matmul;

@@ -3,6 +3,7 @@
 
 mod attention;
 mod common;
+mod delta;
 mod elementwise;
 mod embedding;
 mod matmul;

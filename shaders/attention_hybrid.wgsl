@@ -1,0 +1,202 @@
+// DeltaLLM context-aware hybrid attention (DESIGN.md §2.2/§2.3): causal GQA
+// attention where key j of query position i is scored exactly inside the
+// sinks and the local window and against the delta reference k̂ elsewhere:
+//
+//   exact(i,j) = j < sinks || i − j < window
+//   s(i,j)     = exact(i,j) ? q_i·k_j : Σ_{m ≤ j} q_i·Δk_m      (= q_i·k̂_j)
+//   out_i      = Σ_j softmax_j(s(i,j) · scale) v_j,  scale = 1/sqrt(head_dim)
+//
+// Layouts (see attention.wgsl and delta_keys.wgsl):
+//   k_cache, v_cache f32 [kv_heads][max_seq][head_dim]   full keys and values
+//   masks            u32 [kv_heads][max_seq][mask_words] non-zero elements of each delta row
+//   values           f32 [kv_heads][max_seq * head_dim]   their values, packed row after row
+//   row_starts       u32 [kv_heads][max_seq]              each row's first index in values
+//   q, out           f32 [rows][heads][head_dim], rows at positions pos0 + m
+// Query head h reads KV head h / (heads / kv_heads).
+//
+// Grid: one workgroup of 64 per (row, head), task = row * heads + h (folded
+// into y), as in attention.wgsl: keys in blocks of 64, one key per lane,
+// online softmax (running max, sums rescaled by exp(old_max − new_max)).
+// Keys j ≤ i − window that are not sinks are the approximated ones; the
+// delta rows m < approx_end = i − window + 1 are needed for their prefix.
+// In each block below approx_end, lane j computes q·Δk_j walking the set
+// bits of its mask and its packed values together (work and reads ∝ nnz), a Hillis–Steele inclusive scan over the
+// block gives Σ_{m ≤ j} within it, and `carry` adds the earlier blocks. The
+// exact keys (window + sinks) read the full key. So a step costs
+// nnz(ΔK prefix) + (window + sinks) · head_dim MACs per query instead of
+// i · head_dim. Workgroup memory: 2 KiB at any context length.
+// Summation order is fixed by the blocks, so decoding position i gives the
+// same f32 result as row i of a prefill.
+// Bindings: 0 params, 1 k_cache, 2 v_cache, 3 values, 4 masks, 5 row_starts,
+//           6 q, 7 out (rw)  (8 storage buffers: the baseline's limit)
+
+struct Params {
+    rows: u32,
+    pos0: u32,
+    heads: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    max_seq: u32,
+    mask_words: u32,
+    window: u32,
+    sinks: u32,
+    scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> k_cache: array<f32>;
+@group(0) @binding(2) var<storage, read> v_cache: array<f32>;
+@group(0) @binding(3) var<storage, read> values: array<f32>;
+@group(0) @binding(4) var<storage, read> masks: array<u32>;
+@group(0) @binding(5) var<storage, read> row_starts: array<u32>;
+@group(0) @binding(6) var<storage, read> q: array<f32>;
+@group(0) @binding(7) var<storage, read_write> out: array<f32>;
+
+const WG: u32 = 64u;
+const MAX_HEAD_DIM: u32 = 256u;
+const DIMS_PER_LANE: u32 = MAX_HEAD_DIM / WG;
+
+var<workgroup> query: array<f32, MAX_HEAD_DIM>;
+var<workgroup> scratch: array<f32, WG>;
+var<workgroup> probs: array<f32, WG>;
+var<workgroup> prefix: array<f32, WG>;
+
+// q·Δk of delta row `position` of `kv_head` (already scaled query): the mask
+// says which elements are stored, in order, from row_starts onwards.
+fn sparse_delta_dot(kv_head: u32, position: u32) -> f32 {
+    let row = kv_head * params.max_seq + position;
+    var index = kv_head * params.max_seq * params.head_dim + row_starts[row];
+    var dot = 0.0;
+    for (var w = 0u; w < params.mask_words; w++) {
+        var bits = masks[row * params.mask_words + w];
+        while (bits != 0u) {
+            let d = w * 32u + countTrailingZeros(bits);
+            dot += query[d] * values[index];
+            index++;
+            bits &= bits - 1u;
+        }
+    }
+    return dot;
+}
+
+@compute @workgroup_size(WG)
+fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let task = wid.x + wid.y * nwg.x;
+    if (task >= params.rows * params.heads) {
+        return;
+    }
+    let head_dim = params.head_dim;
+    let row = task / params.heads;
+    let head = task % params.heads;
+    let kv_head = head / (params.heads / params.kv_heads);
+    let position = params.pos0 + row;
+    let keys = position + 1u;
+    let q_base = (row * params.heads + head) * head_dim;
+    let cache_row0 = kv_head * params.max_seq;
+
+    // Keys sinks..approx_end-1 are scored against k̂; none when the window
+    // and the sinks cover every key.
+    var approx_end = 0u;
+    if (position >= params.window && position - params.window + 1u > params.sinks) {
+        approx_end = position - params.window + 1u;
+    }
+
+    for (var d = lid; d < head_dim; d += WG) {
+        query[d] = q[q_base + d] * params.scale;
+    }
+    workgroupBarrier();
+
+    var running_max = 0.0;
+    var lane_sum = 0.0;
+    // Σ q·Δk_m over the blocks before this one (the same in every lane).
+    var carry = 0.0;
+    var acc: array<f32, DIMS_PER_LANE>;
+    for (var start = 0u; start < keys; start += WG) {
+        let j = start + lid;
+        // Inclusive prefix of q·Δk within the block; only blocks that hold
+        // approximated keys need it (a workgroup-uniform condition).
+        var approx_score = 0.0;
+        if (start < approx_end) {
+            var delta_dot = 0.0;
+            if (j < approx_end) {
+                delta_dot = sparse_delta_dot(kv_head, j);
+            }
+            prefix[lid] = delta_dot;
+            workgroupBarrier();
+            for (var offset = 1u; offset < WG; offset <<= 1u) {
+                var earlier = 0.0;
+                if (lid >= offset) {
+                    earlier = prefix[lid - offset];
+                }
+                workgroupBarrier();
+                prefix[lid] += earlier;
+                workgroupBarrier();
+            }
+            approx_score = carry + prefix[lid];
+            carry += prefix[WG - 1u];
+        }
+
+        var score = -3.0e38;
+        if (j < keys) {
+            if (j < params.sinks || position - j < params.window) {
+                let key_base = (cache_row0 + j) * head_dim;
+                var dot = 0.0;
+                for (var d = 0u; d < head_dim; d++) {
+                    dot += query[d] * k_cache[key_base + d];
+                }
+                score = dot;
+            } else {
+                score = approx_score;
+            }
+        }
+        scratch[lid] = score;
+        workgroupBarrier();
+        for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+            if (lid < stride) {
+                scratch[lid] = max(scratch[lid], scratch[lid + stride]);
+            }
+            workgroupBarrier();
+        }
+        let first = start == 0u;
+        let new_max = select(max(running_max, scratch[0]), scratch[0], first);
+        let rescale = select(exp(running_max - new_max), 0.0, first);
+        let p = select(0.0, exp(score - new_max), j < keys);
+        running_max = new_max;
+        lane_sum = lane_sum * rescale + p;
+        probs[lid] = p;
+        workgroupBarrier();
+
+        let block_keys = min(WG, keys - start);
+        for (var c = 0u; c < DIMS_PER_LANE; c++) {
+            let d = lid + c * WG;
+            if (d < head_dim) {
+                var sum = acc[c] * rescale;
+                for (var t = 0u; t < block_keys; t++) {
+                    sum += probs[t] * v_cache[(cache_row0 + start + t) * head_dim + d];
+                }
+                acc[c] = sum;
+            }
+        }
+        // scratch, probs and prefix are rewritten by the next block.
+        workgroupBarrier();
+    }
+
+    scratch[lid] = lane_sum;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) {
+            scratch[lid] += scratch[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    let inv_total = 1.0 / scratch[0];
+    for (var c = 0u; c < DIMS_PER_LANE; c++) {
+        let d = lid + c * WG;
+        if (d < head_dim) {
+            out[q_base + d] = acc[c] * inv_total;
+        }
+    }
+}
