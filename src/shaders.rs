@@ -31,6 +31,7 @@ macro_rules! shader {
 pub const SHADERS: &[Shader] = &[
     shader!("argmax"),
     shader!("attention"),
+    shader!("copy"),
     shader!("elementwise"),
     shader!("embedding", &["PACKED"], &["PACKED", "BF16"]),
     shader!("matmul_f16", &["BF16"]),
