@@ -46,6 +46,7 @@ impl BenchOptions {
 
 /// The adapter the figures were taken on.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AdapterReport {
     pub name: String,
     pub vendor: u32,
@@ -105,6 +106,7 @@ fn limits_json(limits: &wgpu::Limits) -> serde_json::Value {
 
 /// One timed kernel.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct KernelRow {
     /// Unique within a report; `--compare` matches rows by it.
     pub name: String,
@@ -152,6 +154,7 @@ impl KernelRow {
 
 /// One end-to-end measurement (a model, a phase).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct E2eRow {
     /// Unique within a report, e.g. "bitnet-2b4t-shaped (4 of 30 layers) decode".
     pub name: String,
@@ -167,6 +170,7 @@ pub struct E2eRow {
 
 /// Everything one `deltallm bench` run measured.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Report {
     /// Bump when a field changes meaning.
     pub schema: u32,
