@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu};
 use crate::ops::RmsNorm;
 use crate::ops::attention::{Attention, KvCache};
-use crate::ops::matmul::{DenseWeight, Matmul, MatmulKernel};
+use crate::ops::matmul::{DenseWeight, Matmul};
 use crate::ops::rope::{Rope, RopeTable};
 use crate::ops::sampling::Argmax;
 use crate::ops::ternary::{Int8Activations, QuantizeInt8, TernaryMatmul, TernaryWeight};
@@ -201,39 +201,46 @@ impl Suite<'_> {
         Ok(())
     }
 
-    /// One-token GEMV with f16 and f32 weights at the ternary shapes: the
-    /// baseline the ternary kernel must beat.
+    /// GEMV with f16 and f32 weights at the ternary shapes (the baseline the
+    /// ternary kernel must beat), and the f16 prefill GEMM.
     fn dense(&mut self) -> Result<()> {
+        let tokens = self.shapes.prefill_tokens;
         for (k, n) in self.shapes.linears() {
-            for half in [true, false] {
-                let name = format!("{} gemv {k}->{n}", if half { "f16" } else { "f32" });
-                if !self.wants(&name) {
-                    continue;
+            let f16_gemv = format!("f16 gemv {k}->{n}");
+            let f16_gemm = format!("f16 gemm {tokens}x {k}->{n}");
+            let f32_gemv = format!("f32 gemv {k}->{n}");
+            let values = || pseudo_random((n * k) as usize, n.wrapping_mul(7) ^ k);
+            if self.wants(&f16_gemv) || self.wants(&f16_gemm) {
+                let halves: Vec<f16> = values().iter().map(|v| f16::from_f32(*v)).collect();
+                let weight = DenseWeight::upload_f16(self.gpu, "bench.w", &halves, n, k)?;
+                drop(halves);
+                for (rows, name) in [(1, f16_gemv), (tokens, f16_gemm)] {
+                    if self.wants(&name) {
+                        self.dense_matmul(name, &weight, rows)?;
+                    }
                 }
-                let values = pseudo_random((n * k) as usize, n.wrapping_mul(7) ^ k);
-                let weight = if half {
-                    let halves: Vec<f16> = values.iter().map(|v| f16::from_f32(*v)).collect();
-                    DenseWeight::upload_f16(self.gpu, "bench.w", &halves, n, k)?
-                } else {
-                    DenseWeight::upload_f32(self.gpu, "bench.w", &values, n, k)?
-                };
-                drop(values);
-                self.dense_gemv(name, &weight)?;
+            }
+            if self.wants(&f32_gemv) {
+                let weight = DenseWeight::upload_f32(self.gpu, "bench.w", &values(), n, k)?;
+                self.dense_matmul(f32_gemv, &weight, 1)?;
             }
         }
         Ok(())
     }
 
-    fn dense_gemv(&mut self, name: String, weight: &DenseWeight) -> Result<()> {
+    /// `tokens` rows through a dense weight, with the kernel the engine
+    /// would pick for that many.
+    fn dense_matmul(&mut self, name: String, weight: &DenseWeight, tokens: u32) -> Result<()> {
         let (n, k) = (weight.rows, weight.cols);
-        let x = self.gpu.storage_from("bench.x", &pseudo_random(k as usize, 5))?;
-        let y = self.gpu.storage("bench.y", n as u64 * 4)?;
-        let mut op = Matmul::new(self.gpu, weight, &x, &y, 1)?;
-        op.set_rows_with(self.gpu, 1, MatmulKernel::Gemv)?;
+        let x = self.gpu.storage_from("bench.x", &pseudo_random((tokens * k) as usize, 5))?;
+        let y = self.gpu.storage("bench.y", tokens as u64 * n as u64 * 4)?;
+        let mut op = Matmul::new(self.gpu, weight, &x, &y, tokens)?;
+        op.set_rows(self.gpu, tokens)?;
         let dispatches: Vec<&Dispatch> = op.dispatches().iter().collect();
-        let bytes = weight.bytes() + k as u64 * 4 + n as u64 * 4;
-        let shape = format!("M=1 K={k} N={n}, {} chunk(s)", weight.chunks.len());
-        self.time(name, shape, &dispatches, bytes, 2 * n as u64 * k as u64)
+        let (m, k64, n64) = (tokens as u64, k as u64, n as u64);
+        let bytes = weight.bytes() + m * k64 * 4 + m * n64 * 4;
+        let shape = format!("M={tokens} K={k} N={n}, {} chunk(s)", weight.chunks.len());
+        self.time(name, shape, &dispatches, bytes, 2 * m * k64 * n64)
     }
 
     /// The tied lm_heads (vocab × hidden, f16), split into chunks that fit a
@@ -249,7 +256,7 @@ impl Suite<'_> {
                 pseudo_random(vocab as usize * hidden as usize, hidden).iter().map(|v| f16::from_f32(*v)).collect();
             let weight = DenseWeight::upload_f16(self.gpu, "bench.lm_head", &halves, vocab, hidden)?;
             drop(halves);
-            self.dense_gemv(name, &weight)?;
+            self.dense_matmul(name, &weight, 1)?;
         }
         Ok(())
     }

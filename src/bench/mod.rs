@@ -328,8 +328,17 @@ pub fn compare(a: &Report, b: &Report) -> Vec<Comparison> {
 /// The side-by-side table of [`compare`].
 pub fn comparison_table(a: &Report, b: &Report) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "A: {} ({}), timing {:?}", a.adapter.name, a.adapter.backend, a.timing);
-    let _ = writeln!(s, "B: {} ({}), timing {:?}", b.adapter.name, b.adapter.backend, b.timing);
+    for (label, r) in [("A", a), ("B", b)] {
+        let timing = r.timing.map(TimingMethod::describe).unwrap_or("unknown timing");
+        let _ = writeln!(
+            s,
+            "{label}: {} ({}, portable={}), {timing}",
+            r.adapter.name, r.adapter.backend, r.adapter.portable
+        );
+    }
+    if a.timing != b.timing {
+        let _ = writeln!(s, "note: A and B were timed differently; wall-clock times include the submit round trip");
+    }
     let _ = writeln!(s, "\n| row | A ms | B ms | B / A |\n|---|---:|---:|---:|");
     let rows = compare(a, b);
     for c in &rows {
