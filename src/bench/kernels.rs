@@ -9,7 +9,7 @@
 //! GB/s says how close a kernel is to the adapter's practical limit.
 
 use super::copy::Copy;
-use super::timer::Timer;
+use super::timer::{Repetitions, Timer};
 use super::{BenchOptions, KernelRow};
 use crate::cpu::ternary::ScaleConvention;
 use crate::error::Result;
@@ -37,11 +37,8 @@ pub struct Shapes {
     pub prefill_tokens: u32,
     pub contexts: Vec<u32>,
     pub copy_bytes: u64,
-    pub warmup: usize,
-    pub min_reps: usize,
-    pub max_reps: usize,
-    /// Wall-time budget per case; a slow case stops at `min_reps`.
-    pub budget_ms: f64,
+    /// Per case; a slow case stops at the minimum.
+    pub reps: Repetitions,
 }
 
 impl Shapes {
@@ -58,10 +55,7 @@ impl Shapes {
             prefill_tokens: 64,
             contexts: vec![512, 1024, 2048, 4096],
             copy_bytes: 64 << 20,
-            warmup: 2,
-            min_reps: 5,
-            max_reps: 100,
-            budget_ms: 1500.0,
+            reps: Repetitions { warmup: 2, min: 5, max: 100, budget_ms: 1500.0 },
         }
     }
 
@@ -78,10 +72,7 @@ impl Shapes {
             prefill_tokens: 8,
             contexts: vec![100],
             copy_bytes: 1 << 20,
-            warmup: 1,
-            min_reps: 3,
-            max_reps: 5,
-            budget_ms: 50.0,
+            reps: Repetitions { warmup: 1, min: 3, max: 5, budget_ms: 50.0 },
         }
     }
 
@@ -134,8 +125,7 @@ impl Suite<'_> {
     }
 
     fn time(&mut self, name: String, shape: String, dispatches: &[&Dispatch], bytes: u64, ops: u64) -> Result<()> {
-        let s = &self.shapes;
-        let samples = self.timer.time(self.gpu, &name, dispatches, s.warmup, s.min_reps, s.max_reps, s.budget_ms)?;
+        let samples = self.timer.time(self.gpu, &name, dispatches, self.shapes.reps)?;
         let row = KernelRow::new(name, shape, &samples, bytes, ops);
         (self.progress)(&format!(
             "{:<40} median {:>10.3} ms  ({} runs, {:.1} GB/s)",

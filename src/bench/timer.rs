@@ -53,6 +53,17 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// How many runs to make of one op.
+#[derive(Clone, Copy, Debug)]
+pub struct Repetitions {
+    /// Untimed runs first (first-use costs, caches, clocks ramping up).
+    pub warmup: usize,
+    pub min: usize,
+    pub max: usize,
+    /// Wall-time budget: after `min` runs, stop once this much is spent.
+    pub budget_ms: f64,
+}
+
 /// Queries per resolve; runs beyond this are timed in several batches.
 const QUERY_CAPACITY: u32 = 256;
 
@@ -153,25 +164,17 @@ impl Timer {
         Ok(ticks.chunks_exact(2).map(|pair| pair[1].wrapping_sub(pair[0]) as f64 * q.period_ns / 1e6).collect())
     }
 
-    /// `warmup` untimed runs, then runs until `min_reps` are done and either
-    /// `max_reps` are done or `budget_ms` of wall time is spent.
-    pub fn time(
-        &self,
-        gpu: &Gpu,
-        label: &str,
-        dispatches: &[&Dispatch],
-        warmup: usize,
-        min_reps: usize,
-        max_reps: usize,
-        budget_ms: f64,
-    ) -> Result<Samples> {
-        for _ in 0..warmup {
+    /// `reps.warmup` untimed runs, then runs until `reps.min` are done and
+    /// either `reps.max` are done or `reps.budget_ms` of wall time is spent.
+    pub fn time(&self, gpu: &Gpu, label: &str, dispatches: &[&Dispatch], reps: Repetitions) -> Result<Samples> {
+        let (min_reps, budget_ms) = (reps.min, reps.budget_ms);
+        for _ in 0..reps.warmup {
             self.run_once(gpu, label, dispatches, None)?;
         }
         let mut wall_ms = Vec::new();
         let mut gpu_ms = Vec::new();
         let started = Instant::now();
-        let max_reps = max_reps.max(min_reps).max(1);
+        let max_reps = reps.max.max(min_reps).max(1);
         loop {
             let batch_start = wall_ms.len();
             let mut pairs = 0;
