@@ -106,14 +106,18 @@ fn time_model(
 ) -> Result<Vec<E2eRow>> {
     let c = &weights.config;
     let layers = c.num_hidden_layers;
-    let context = (options.prefill_tokens + options.decode_steps + 1).next_power_of_two() as u32;
+    // A model with a short context gets a shorter prompt rather than an error.
+    let wanted = options.prefill_tokens + options.decode_steps + 1;
+    let context = wanted.next_power_of_two().min(c.max_position_embeddings.max(2));
+    let prompt_len = options.prefill_tokens.min(context - 1 - options.decode_steps.min(context - 2)).max(1);
+    let context = context as u32;
     let model_options = ModelOptions { max_context: context, prefill_chunk: 64, all_logits: false };
     let started = Instant::now();
     let mut model = Model::load(gpu, weights, model_options)?;
     gpu.wait()?;
     progress(&format!("{label}: loaded in {:.1} s", started.elapsed().as_secs_f64()));
     let vocab = c.vocab_size as u32;
-    let prompt: Vec<u32> = (0..options.prefill_tokens as u32).map(|i| (i * 7919 + 13) % vocab).collect();
+    let prompt: Vec<u32> = (0..prompt_len as u32).map(|i| (i * 7919 + 13) % vocab).collect();
 
     // Warm-up: builds nothing new (pipelines exist after load) but touches every buffer once.
     model.forward(gpu, &prompt[..1])?;
