@@ -2,6 +2,7 @@
 //! for ternary BitNet b1.58 matrix products and DeltaLLM's delta-key hybrid
 //! attention. See ARCHITECTURE.md for what lives where.
 
+pub mod bench;
 pub mod chat;
 pub mod cpu;
 pub mod engine;

@@ -1,6 +1,8 @@
 //! The `deltallm` command line.
 
 use clap::{Args, Parser, Subcommand};
+use deltallm::bench::e2e::E2eOptions;
+use deltallm::bench::{BenchOptions, Report};
 use deltallm::chat::Message;
 use deltallm::engine::{Engine, GenerateOptions, ModelFiles};
 use deltallm::gpu::{self, BackendChoice, GpuOptions};
@@ -168,6 +170,36 @@ enum Command {
         #[arg(long)]
         all_positions: bool,
     },
+    /// Time the engine's kernels at BitNet-2B4T / Llama-1B shapes (and, with
+    /// --e2e or -m, whole models); a table goes to stdout, progress to stderr.
+    Bench {
+        #[command(flatten)]
+        gpu: GpuArgs,
+        /// Tiny shapes and few runs (seconds on a CPU adapter).
+        #[arg(long)]
+        quick: bool,
+        /// Also write every figure and the adapter's details to this JSON file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<std::path::PathBuf>,
+        /// Run only the rows whose name contains this text (case-insensitive).
+        #[arg(long, value_name = "SUBSTR")]
+        filter: Option<String>,
+        /// Also time prefill and decode of random BitNet-2B4T- and Llama-1B-shaped models.
+        #[arg(long)]
+        e2e: bool,
+        /// Time prefill and decode of this model (file, folder or Hugging Face id) instead of the random ones.
+        #[arg(short, long, value_name = "MODEL")]
+        model: Option<String>,
+        /// Layers of each random model to run (default 2; 0 = all). Per-layer cost is what matters.
+        #[arg(long, value_name = "N")]
+        layers: Option<usize>,
+        /// Time with the wall clock even when the GPU offers timestamp queries.
+        #[arg(long)]
+        wall_clock: bool,
+        /// Print side-by-side ratios of the rows two JSON files share, and run nothing.
+        #[arg(long, num_args = 2, value_names = ["A.json", "B.json"], conflicts_with_all = ["quick", "json", "e2e", "model"])]
+        compare: Option<Vec<std::path::PathBuf>>,
+    },
     /// List GPU adapters with their backend, driver, limits and features,
     /// and show which one deltallm would use.
     Info {
@@ -184,6 +216,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { gpu, all_limits } => info(&gpu, all_limits),
+        Command::Bench { gpu, quick, json, filter, e2e, model, layers, wall_clock, compare } => match compare {
+            Some(files) => compare_reports(&files[0], &files[1]),
+            None => {
+                let options = BenchOptions { quick, filter, wall_clock };
+                bench(&gpu, &options, json.as_deref(), e2e, model, layers)
+            }
+        },
         Command::Run { gpu, model, prompt, sampling, max_tokens, chat, json } => {
             run(&gpu, &model, &prompt, &sampling, max_tokens, chat, json)
         }
@@ -271,6 +310,48 @@ fn info(args: &GpuArgs, all_limits: bool) -> anyhow::Result<()> {
         }
         .into()),
     }
+}
+
+fn bench(
+    args: &GpuArgs,
+    options: &BenchOptions,
+    json: Option<&std::path::Path>,
+    e2e: bool,
+    model: Option<String>,
+    layers: Option<usize>,
+) -> anyhow::Result<()> {
+    let gpu = deltallm::Gpu::new_blocking(&args.options())?;
+    eprintln!("benchmarking on {} ({:?}), portable={}", gpu.info.name, gpu.info.backend, gpu.portable);
+    let e2e_options = (e2e || model.is_some()).then(|| -> anyhow::Result<E2eOptions> {
+        let mut o = E2eOptions::new(options.quick);
+        if let Some(m) = &model {
+            o.model = Some(deltallm::hub::resolve(m)?.to_string_lossy().into_owned());
+        }
+        if let Some(n) = layers {
+            o.layers = (n > 0).then_some(n);
+        }
+        Ok(o)
+    });
+    let e2e_options = e2e_options.transpose()?;
+    let report = deltallm::bench::run(&gpu, options, e2e_options.as_ref(), &mut |line| eprintln!("  {line}"))?;
+    println!("{}", report.table());
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn compare_reports(a: &std::path::Path, b: &std::path::Path) -> anyhow::Result<()> {
+    let read = |path: &std::path::Path| -> anyhow::Result<Report> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{} is not a `deltallm bench --json` file: {e}", path.display()))
+    };
+    let (a, b) = (read(a)?, read(b)?);
+    print!("{}", deltallm::bench::comparison_table(&a, &b));
+    Ok(())
 }
 
 fn load_engine(gpu: &GpuArgs, model: &ModelArgs, all_logits: bool) -> anyhow::Result<Engine> {

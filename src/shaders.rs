@@ -32,6 +32,7 @@ pub const SHADERS: &[Shader] = &[
     shader!("argmax"),
     shader!("attention"),
     shader!("attention_hybrid"),
+    shader!("copy"),
     shader!("delta_keys"),
     shader!("elementwise"),
     shader!("embedding", &["PACKED"], &["PACKED", "BF16"]),

@@ -1,0 +1,190 @@
+//! End to end: prefill and decode through [`Model`], timed with the wall
+//! clock around `forward` + reading the chosen token back (what a user
+//! waits for), on random models with the real shapes or on a real model.
+//!
+//! A random BitNet-2B4T is 2 G ternary values and a Llama-1B 1 G weights
+//! before upload; on a CPU adapter a 128-token prefill through all layers
+//! takes minutes. So synthetic models run `layers` of their layers (the
+//! per-layer cost is the same), and the row names say how many. Embeddings
+//! (and Llama's linears) are bf16, as the real checkpoints ship them.
+
+use super::timer::percentile;
+use super::{BenchOptions, E2eRow};
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::model::synthetic;
+use crate::model::weights::{Matrix, MatrixData, ModelWeights};
+use crate::model::{Model, ModelOptions};
+use half::bf16;
+use std::time::Instant;
+
+/// Which models to run and how long.
+#[derive(Clone, Debug)]
+pub struct E2eOptions {
+    /// A model file or folder (anything `ModelFiles::load` reads); when
+    /// absent, the synthetic BitNet-2B4T- and Llama-1B-shaped models run.
+    pub model: Option<String>,
+    /// Layers of each synthetic model to run (None: all of them).
+    pub layers: Option<usize>,
+    pub prefill_tokens: usize,
+    pub decode_steps: usize,
+    /// Timed prefills (each after a reset).
+    pub prefill_reps: usize,
+}
+
+impl E2eOptions {
+    pub fn new(quick: bool) -> E2eOptions {
+        if quick {
+            E2eOptions { model: None, layers: Some(1), prefill_tokens: 8, decode_steps: 3, prefill_reps: 1 }
+        } else {
+            E2eOptions { model: None, layers: Some(2), prefill_tokens: 128, decode_steps: 8, prefill_reps: 2 }
+        }
+    }
+}
+
+fn to_bf16(m: &mut Matrix) {
+    if let MatrixData::F32(values) = &m.data {
+        m.data = MatrixData::Bf16(values.iter().map(|v| bf16::from_f32(*v)).collect());
+    }
+}
+
+/// A random model of `config`'s shape cut to `layers` layers, with bf16
+/// embeddings and dense linears.
+fn synthetic_weights(mut config: crate::loader::config::ModelConfig, layers: Option<usize>) -> ModelWeights {
+    if let Some(layers) = layers {
+        config.num_hidden_layers = layers.clamp(1, config.num_hidden_layers);
+    }
+    let mut weights = synthetic::random_weights(&config, 1);
+    to_bf16(&mut weights.embed_tokens);
+    for layer in &mut weights.layers {
+        for m in [
+            &mut layer.q_proj,
+            &mut layer.k_proj,
+            &mut layer.v_proj,
+            &mut layer.o_proj,
+            &mut layer.gate_proj,
+            &mut layer.up_proj,
+            &mut layer.down_proj,
+        ] {
+            to_bf16(m);
+        }
+    }
+    weights
+}
+
+/// Tiny configs with the same structure, for `--quick`.
+fn quick_configs() -> Vec<(String, crate::loader::config::ModelConfig)> {
+    use crate::loader::config::Architecture;
+    vec![
+        ("bitnet-tiny".into(), synthetic::config(Architecture::BitNet, 256, 688, 2, 4, 1, 4000)),
+        ("llama-tiny".into(), synthetic::config(Architecture::Llama, 192, 512, 2, 3, 1, 4000)),
+    ]
+}
+
+fn row(name: String, model: &str, layers: usize, tokens: usize, samples_ms: &[f64]) -> E2eRow {
+    let median_ms = percentile(samples_ms, 50.0);
+    E2eRow {
+        name,
+        model: model.to_string(),
+        layers,
+        tokens,
+        median_ms,
+        p10_ms: percentile(samples_ms, 10.0),
+        p90_ms: percentile(samples_ms, 90.0),
+        tokens_per_s: tokens as f64 / (median_ms / 1e3),
+    }
+}
+
+/// Time prefill and decode of one model.
+fn time_model(
+    gpu: &Gpu,
+    label: &str,
+    weights: &ModelWeights,
+    total_layers: usize,
+    options: &E2eOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<E2eRow>> {
+    let c = &weights.config;
+    let layers = c.num_hidden_layers;
+    // A model with a short context gets a shorter prompt rather than an error.
+    let wanted = options.prefill_tokens + options.decode_steps + 1;
+    let context = wanted.next_power_of_two().min(c.max_position_embeddings.max(2));
+    let prompt_len = options.prefill_tokens.min(context - 1 - options.decode_steps.min(context - 2)).max(1);
+    let context = context as u32;
+    let model_options =
+        ModelOptions { max_context: context, prefill_chunk: 64, all_logits: false, ..Default::default() };
+    let started = Instant::now();
+    let mut model = Model::load(gpu, weights, model_options)?;
+    gpu.wait()?;
+    progress(&format!("{label}: loaded in {:.1} s", started.elapsed().as_secs_f64()));
+    let vocab = c.vocab_size as u32;
+    let prompt: Vec<u32> = (0..prompt_len as u32).map(|i| (i * 7919 + 13) % vocab).collect();
+
+    // Warm-up: builds nothing new (pipelines exist after load) but touches every buffer once.
+    model.forward(gpu, &prompt[..1])?;
+    model.argmax(gpu)?;
+
+    let mut prefill_ms = Vec::new();
+    for _ in 0..options.prefill_reps.max(1) {
+        model.reset();
+        let start = Instant::now();
+        model.forward(gpu, &prompt)?;
+        model.argmax(gpu)?;
+        prefill_ms.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut decode_ms = Vec::new();
+    let mut token = model.argmax(gpu)?;
+    for _ in 0..options.decode_steps {
+        let start = Instant::now();
+        model.forward(gpu, &[token])?;
+        token = model.argmax(gpu)?;
+        decode_ms.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let depth = if layers == total_layers { String::new() } else { format!(" ({layers}/{total_layers} layers)") };
+    let prefill = row(format!("{label} prefill {}{depth}", prompt.len()), label, layers, prompt.len(), &prefill_ms);
+    let decode = row(format!("{label} decode{depth}"), label, layers, 1, &decode_ms);
+    for r in [&prefill, &decode] {
+        progress(&format!("{:<50} median {:>10.1} ms  {:.2} tok/s", r.name, r.median_ms, r.tokens_per_s));
+    }
+    Ok(vec![prefill, decode])
+}
+
+/// Run the end-to-end part.
+pub fn run(
+    gpu: &Gpu,
+    bench: &BenchOptions,
+    options: &E2eOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<E2eRow>> {
+    let mut rows = Vec::new();
+    if let Some(path) = &options.model {
+        let name = std::path::Path::new(path).file_name().map(|n| n.to_string_lossy().to_string());
+        let label = name.unwrap_or_else(|| path.clone());
+        if !bench.selects(&label) {
+            return Ok(rows);
+        }
+        progress(&format!("{label}: reading weights"));
+        let files = crate::engine::ModelFiles::load(path)?;
+        let layers = files.weights.config.num_hidden_layers;
+        rows.extend(time_model(gpu, &label, &files.weights, layers, options, progress)?);
+        return Ok(rows);
+    }
+    let configs = if bench.quick {
+        quick_configs()
+    } else {
+        vec![
+            ("bitnet-2b4t-shaped".to_string(), synthetic::bitnet_2b4t_config()),
+            ("llama-1b-shaped".to_string(), synthetic::llama_1b_config()),
+        ]
+    };
+    for (label, config) in configs {
+        if !bench.selects(&label) {
+            continue;
+        }
+        let total_layers = config.num_hidden_layers;
+        progress(&format!("{label}: generating random weights"));
+        let weights = synthetic_weights(config, options.layers);
+        rows.extend(time_model(gpu, &label, &weights, total_layers, options, progress)?);
+    }
+    Ok(rows)
+}

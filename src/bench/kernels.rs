@@ -1,0 +1,341 @@
+//! The kernel suite: every op the decode step spends its time in, at the
+//! shapes of BitNet-2B4T (DESIGN §3) and Llama-3.2-1B (DESIGN §4), with a
+//! copy kernel as the bandwidth yardstick.
+//!
+//! Each case builds its op once, then [`Timer::time`] warms it up and times
+//! it. Byte counts are the least each kernel must move: the weights once,
+//! activations in, results out (ternary weights at 2 bits, int8 activations
+//! at 1 byte). Decode is bandwidth-bound, so GB/s against the copy kernel's
+//! GB/s says how close a kernel is to the adapter's practical limit.
+
+use super::copy::Copy;
+use super::timer::{Repetitions, Timer};
+use super::{BenchOptions, KernelRow};
+use crate::cpu::ternary::ScaleConvention;
+use crate::error::Result;
+use crate::gpu::{Dispatch, Gpu};
+use crate::ops::RmsNorm;
+use crate::ops::attention::{Attention, KvCache};
+use crate::ops::matmul::{DenseWeight, Matmul};
+use crate::ops::rope::{Rope, RopeTable};
+use crate::ops::sampling::Argmax;
+use crate::ops::ternary::{Int8Activations, QuantizeInt8, TernaryMatmul, TernaryWeight};
+use half::f16;
+
+/// The dimensions the suite runs at.
+#[derive(Clone, Debug)]
+pub struct Shapes {
+    pub hidden: u32,
+    pub intermediate: u32,
+    pub heads: u32,
+    pub kv_heads: u32,
+    pub head_dim: u32,
+    pub vocab: u32,
+    /// Llama-3.2-1B's hidden size, for its lm_head.
+    pub llama_hidden: u32,
+    /// Tokens of the prefill GEMM.
+    pub prefill_tokens: u32,
+    pub contexts: Vec<u32>,
+    pub copy_bytes: u64,
+    /// Per case; a slow case stops at the minimum.
+    pub reps: Repetitions,
+}
+
+impl Shapes {
+    /// The real models' shapes.
+    pub fn full() -> Shapes {
+        Shapes {
+            hidden: 2560,
+            intermediate: 6912,
+            heads: 20,
+            kv_heads: 5,
+            head_dim: 128,
+            vocab: 128_256,
+            llama_hidden: 2048,
+            prefill_tokens: 64,
+            contexts: vec![512, 1024, 2048, 4096],
+            copy_bytes: 64 << 20,
+            reps: Repetitions { warmup: 2, min: 5, max: 100, budget_ms: 1500.0 },
+        }
+    }
+
+    /// Tiny shapes (odd where the kernels allow) for CI: seconds on lavapipe.
+    pub fn quick() -> Shapes {
+        Shapes {
+            hidden: 256,
+            intermediate: 688,
+            heads: 4,
+            kv_heads: 1,
+            head_dim: 64,
+            vocab: 5000,
+            llama_hidden: 192,
+            prefill_tokens: 8,
+            contexts: vec![100],
+            copy_bytes: 1 << 20,
+            reps: Repetitions { warmup: 1, min: 3, max: 5, budget_ms: 50.0 },
+        }
+    }
+
+    pub fn for_options(options: &BenchOptions) -> Shapes {
+        if options.quick { Shapes::quick() } else { Shapes::full() }
+    }
+
+    /// The (K → N) linears of one BitNet layer: q/o, k/v, gate/up, down.
+    fn linears(&self) -> [(u32, u32); 4] {
+        let kv_dim = self.kv_heads * self.head_dim;
+        [
+            (self.hidden, self.hidden),
+            (self.hidden, kv_dim),
+            (self.hidden, self.intermediate),
+            (self.intermediate, self.hidden),
+        ]
+    }
+}
+
+/// Deterministic values in [-1, 1) (xorshift), so runs move the same data.
+fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state as f32 / u32::MAX as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn pseudo_ternary(n: usize, seed: u32) -> Vec<i8> {
+    pseudo_random(n, seed).into_iter().map(|v| ((v + 1.0) * 1.5).floor().clamp(0.0, 2.0) as i8 - 1).collect()
+}
+
+/// Runs the selected cases and collects their rows.
+struct Suite<'a> {
+    gpu: &'a Gpu,
+    timer: &'a Timer,
+    options: &'a BenchOptions,
+    shapes: Shapes,
+    rows: Vec<KernelRow>,
+    progress: &'a mut dyn FnMut(&str),
+}
+
+impl Suite<'_> {
+    fn wants(&self, name: &str) -> bool {
+        self.options.selects(name)
+    }
+
+    fn time(&mut self, name: String, shape: String, dispatches: &[&Dispatch], bytes: u64, ops: u64) -> Result<()> {
+        let samples = self.timer.time(self.gpu, &name, dispatches, self.shapes.reps)?;
+        let row = KernelRow::new(name, shape, &samples, bytes, ops);
+        (self.progress)(&format!(
+            "{:<40} median {:>10.3} ms  ({} runs, {:.1} GB/s)",
+            row.name, row.median_ms, row.reps, row.gb_per_s
+        ));
+        self.rows.push(row);
+        Ok(())
+    }
+
+    fn copy(&mut self) -> Result<()> {
+        let bytes = self.shapes.copy_bytes.min(self.gpu.max_binding_bytes() / 16 * 16);
+        let name = format!("{} {} MiB", super::copy::ROW_PREFIX, bytes >> 20);
+        if !self.wants(&name) {
+            return Ok(());
+        }
+        let src = self.gpu.storage("copy.src", bytes)?;
+        let words = pseudo_random((bytes / 4) as usize, 11);
+        self.gpu.write(&src, 0, bytemuck::cast_slice(&words));
+        let dst = self.gpu.storage("copy.dst", bytes)?;
+        let copy = Copy::new(self.gpu, &src, &dst, bytes)?;
+        self.time(name, format!("{bytes} bytes"), &[&copy.dispatch], 2 * bytes, 0)
+    }
+
+    /// Ternary GEMV (1 token) and GEMM (prefill tokens) for every linear
+    /// shape, plus the int8 quantization that feeds them.
+    fn ternary(&mut self) -> Result<()> {
+        let tokens = self.shapes.prefill_tokens;
+        for (k, n) in self.shapes.linears() {
+            let gemv = format!("ternary gemv {k}->{n}");
+            let gemm = format!("ternary gemm {tokens}x {k}->{n}");
+            if !self.wants(&gemv) && !self.wants(&gemm) {
+                continue;
+            }
+            let gpu = self.gpu;
+            let w = pseudo_ternary((n * k) as usize, n ^ k);
+            let weight = TernaryWeight::from_ternary(gpu, "bench.ternary", &w, n, k, 1.0, ScaleConvention::Divide)?;
+            drop(w);
+            let x = gpu.storage_from("bench.x", &pseudo_random((tokens * k) as usize, 3))?;
+            let act = Int8Activations::new(gpu, "bench.act", tokens, k)?;
+            let out = gpu.storage("bench.out", tokens as u64 * n as u64 * 4)?;
+            let mut quantize = QuantizeInt8::new(gpu, &x, &act)?;
+            let mut matmul = TernaryMatmul::new(gpu, &act, &weight, &out)?;
+            gpu.run("bench.quantize", &[&quantize.dispatch])?;
+            let weight_bytes = n as u64 * k as u64 / 4;
+            for (rows, name) in [(1, gemv), (tokens, gemm)] {
+                if !self.wants(&name) {
+                    continue;
+                }
+                quantize.set_rows(gpu, rows)?;
+                matmul.set_rows(gpu, rows)?;
+                let (r, k64, n64) = (rows as u64, k as u64, n as u64);
+                let bytes = weight_bytes + r * k64 + r * n64 * 4;
+                self.time(name, format!("M={rows} K={k} N={n}"), &[matmul.dispatch()], bytes, 2 * r * k64 * n64)?;
+            }
+            // The quantization runs once per distinct K, not per linear.
+            let qname = format!("quantize int8 {k}");
+            if n == self.shapes.hidden && self.wants(&qname) {
+                quantize.set_rows(gpu, 1)?;
+                let bytes = k as u64 * 4 + k as u64 + 8;
+                self.time(qname, format!("M=1 K={k}"), &[&quantize.dispatch], bytes, 3 * k as u64)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// GEMV with f16 and f32 weights at the ternary shapes (the baseline the
+    /// ternary kernel must beat), and the f16 prefill GEMM.
+    fn dense(&mut self) -> Result<()> {
+        let tokens = self.shapes.prefill_tokens;
+        for (k, n) in self.shapes.linears() {
+            let f16_gemv = format!("f16 gemv {k}->{n}");
+            let f16_gemm = format!("f16 gemm {tokens}x {k}->{n}");
+            let f32_gemv = format!("f32 gemv {k}->{n}");
+            let values = || pseudo_random((n * k) as usize, n.wrapping_mul(7) ^ k);
+            if self.wants(&f16_gemv) || self.wants(&f16_gemm) {
+                let halves: Vec<f16> = values().iter().map(|v| f16::from_f32(*v)).collect();
+                let weight = DenseWeight::upload_f16(self.gpu, "bench.w", &halves, n, k)?;
+                drop(halves);
+                for (rows, name) in [(1, f16_gemv), (tokens, f16_gemm)] {
+                    if self.wants(&name) {
+                        self.dense_matmul(name, &weight, rows)?;
+                    }
+                }
+            }
+            if self.wants(&f32_gemv) {
+                let weight = DenseWeight::upload_f32(self.gpu, "bench.w", &values(), n, k)?;
+                self.dense_matmul(f32_gemv, &weight, 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `tokens` rows through a dense weight, with the kernel the engine
+    /// would pick for that many.
+    fn dense_matmul(&mut self, name: String, weight: &DenseWeight, tokens: u32) -> Result<()> {
+        let (n, k) = (weight.rows, weight.cols);
+        let x = self.gpu.storage_from("bench.x", &pseudo_random((tokens * k) as usize, 5))?;
+        let y = self.gpu.storage("bench.y", tokens as u64 * n as u64 * 4)?;
+        let mut op = Matmul::new(self.gpu, weight, &x, &y, tokens)?;
+        op.set_rows(self.gpu, tokens)?;
+        let dispatches: Vec<&Dispatch> = op.dispatches().iter().collect();
+        let (m, k64, n64) = (tokens as u64, k as u64, n as u64);
+        let bytes = weight.bytes() + m * k64 * 4 + m * n64 * 4;
+        let shape = format!("M={tokens} K={k} N={n}, {} chunk(s)", weight.chunks.len());
+        self.time(name, shape, &dispatches, bytes, 2 * m * k64 * n64)
+    }
+
+    /// The tied lm_heads (vocab × hidden, f16), split into chunks that fit a
+    /// binding as the engine loads them.
+    fn lm_heads(&mut self) -> Result<()> {
+        let vocab = self.shapes.vocab;
+        for (model, hidden) in [("bitnet", self.shapes.hidden), ("llama", self.shapes.llama_hidden)] {
+            let name = format!("lm_head f16 gemv {hidden}->{vocab} ({model})");
+            if !self.wants(&name) {
+                continue;
+            }
+            let halves: Vec<f16> =
+                pseudo_random(vocab as usize * hidden as usize, hidden).iter().map(|v| f16::from_f32(*v)).collect();
+            let weight = DenseWeight::upload_f16(self.gpu, "bench.lm_head", &halves, vocab, hidden)?;
+            drop(halves);
+            self.dense_matmul(name, &weight, 1)?;
+        }
+        Ok(())
+    }
+
+    fn rmsnorm(&mut self) -> Result<()> {
+        let dim = self.shapes.hidden;
+        let name = format!("rmsnorm {dim}");
+        if !self.wants(&name) {
+            return Ok(());
+        }
+        let x = self.gpu.storage_from("bench.x", &pseudo_random(dim as usize, 13))?;
+        let w = self.gpu.storage_from("bench.w", &pseudo_random(dim as usize, 17))?;
+        let out = self.gpu.storage("bench.out", dim as u64 * 4)?;
+        let op = RmsNorm::new(self.gpu, &x, &w, &out, 1, dim, 1e-5)?;
+        self.time(name, format!("1 row of {dim}"), &[&op.dispatch], 3 * dim as u64 * 4, 4 * dim as u64)
+    }
+
+    fn rope(&mut self) -> Result<()> {
+        let s = &self.shapes;
+        let (heads, kv_heads, head_dim) = (s.heads, s.kv_heads, s.head_dim);
+        let name = format!("rope {heads}+{kv_heads} heads x {head_dim}");
+        if !self.wants(&name) {
+            return Ok(());
+        }
+        let positions = s.contexts.iter().copied().max().unwrap_or(1);
+        let table = RopeTable::new(self.gpu, head_dim, 500_000.0, None, positions)?;
+        let q = self.gpu.storage_from("bench.q", &pseudo_random((heads * head_dim) as usize, 19))?;
+        let k = self.gpu.storage_from("bench.k", &pseudo_random((kv_heads * head_dim) as usize, 23))?;
+        let mut op = Rope::new(self.gpu, &table, &q, &k, 1, heads, kv_heads)?;
+        op.set_step(self.gpu, 1, positions - 1)?;
+        let values = ((heads + kv_heads) * head_dim) as u64;
+        // q and k in and out, one (cos, sin) pair per rotated pair.
+        let bytes = values * 8 + values * 4;
+        self.time(name, format!("1 token at position {}", positions - 1), &[&op.dispatch], bytes, 3 * values)
+    }
+
+    /// One decode token attending to a context of `ctx` (KV append + attend).
+    fn attention(&mut self) -> Result<()> {
+        let s = self.shapes.clone();
+        for ctx in s.contexts {
+            let name = format!("attention decode ctx {ctx}");
+            if !self.wants(&name) {
+                continue;
+            }
+            let gpu = self.gpu;
+            let (q_dim, kv_dim) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
+            let cache = KvCache::new(gpu, "bench.kv", s.kv_heads, s.head_dim, ctx)?;
+            let history = pseudo_random((ctx * kv_dim) as usize, ctx);
+            gpu.write(&cache.k, 0, bytemuck::cast_slice(&history));
+            gpu.write(&cache.v, 0, bytemuck::cast_slice(&history));
+            drop(history);
+            let q = gpu.storage_from("bench.q", &pseudo_random(q_dim as usize, 29))?;
+            let k = gpu.storage_from("bench.k", &pseudo_random(kv_dim as usize, 31))?;
+            let v = gpu.storage_from("bench.v", &pseudo_random(kv_dim as usize, 37))?;
+            let out = gpu.storage("bench.out", q_dim as u64 * 4)?;
+            let mut op = Attention::new(gpu, &cache, &q, &k, &v, &out, 1, s.heads)?;
+            op.set_step(gpu, 1, ctx - 1)?;
+            let kv_bytes = 2 * ctx as u64 * kv_dim as u64 * 4;
+            let bytes = kv_bytes + 2 * q_dim as u64 * 4 + 2 * kv_dim as u64 * 4;
+            let ops = 4 * ctx as u64 * q_dim as u64;
+            let shape = format!("heads {}/{}, head_dim {}", s.heads, s.kv_heads, s.head_dim);
+            self.time(name, shape, &op.dispatches(), bytes, ops)?;
+        }
+        Ok(())
+    }
+
+    fn argmax(&mut self) -> Result<()> {
+        let n = self.shapes.vocab;
+        let name = format!("argmax {n}");
+        if !self.wants(&name) {
+            return Ok(());
+        }
+        let logits = self.gpu.storage_from("bench.logits", &pseudo_random(n as usize, 41))?;
+        let result = self.gpu.storage("bench.result", 4)?;
+        let op = Argmax::new(self.gpu, &logits, &result, n)?;
+        self.time(name, format!("{n} logits"), &op.dispatches(), n as u64 * 4 + 4, n as u64)
+    }
+}
+
+/// Run every selected kernel case.
+pub fn run(gpu: &Gpu, timer: &Timer, options: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec<KernelRow>> {
+    let mut suite = Suite { gpu, timer, options, shapes: Shapes::for_options(options), rows: Vec::new(), progress };
+    suite.copy()?;
+    suite.ternary()?;
+    suite.dense()?;
+    suite.lm_heads()?;
+    suite.rmsnorm()?;
+    suite.rope()?;
+    suite.attention()?;
+    suite.argmax()?;
+    Ok(suite.rows)
+}
