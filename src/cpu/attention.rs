@@ -27,11 +27,28 @@ pub fn causal_attention(
     kv_heads: usize,
     head_dim: usize,
 ) -> Vec<f32> {
+    assert_eq!(k.len(), v.len());
+    causal_attention_with_keys(q, v, rows, pos0, heads, kv_heads, head_dim, |_, _| k)
+}
+
+/// [`causal_attention`] where the query at `position` scores key `j`
+/// against `keys(position, j)` (a `[pos0 + rows][kv_heads · head_dim]`
+/// sequence): DeltaLLM's hybrid attention picks the full keys or k̂ per cell.
+#[allow(clippy::too_many_arguments)]
+pub fn causal_attention_with_keys<'a>(
+    q: &[f32],
+    v: &[f32],
+    rows: usize,
+    pos0: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    keys: impl Fn(usize, usize) -> &'a [f32],
+) -> Vec<f32> {
     assert!(kv_heads > 0 && heads.is_multiple_of(kv_heads), "heads must be a multiple of kv_heads");
     let (q_width, kv_width) = (heads * head_dim, kv_heads * head_dim);
     assert_eq!(q.len(), rows * q_width);
-    assert_eq!(k.len(), (pos0 + rows) * kv_width);
-    assert_eq!(v.len(), k.len());
+    assert_eq!(v.len(), (pos0 + rows) * kv_width);
     let group = heads / kv_heads;
     let scale = 1.0 / (head_dim as f64).sqrt();
     let mut out = vec![0.0f32; rows * q_width];
@@ -42,7 +59,7 @@ pub fn causal_attention(
             let kv_offset = (h / group) * head_dim;
             let scores: Vec<f64> = (0..=position)
                 .map(|j| {
-                    let key = &k[j * kv_width + kv_offset..][..head_dim];
+                    let key = &keys(position, j)[j * kv_width + kv_offset..][..head_dim];
                     query.iter().zip(key).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() * scale
                 })
                 .collect();

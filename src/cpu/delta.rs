@@ -85,39 +85,11 @@ pub fn hybrid_attention(
     window: usize,
     sinks: usize,
 ) -> Vec<f32> {
-    assert!(kv_heads > 0 && heads.is_multiple_of(kv_heads), "heads must be a multiple of kv_heads");
-    let (q_width, kv_width) = (heads * head_dim, kv_heads * head_dim);
-    assert_eq!(q.len(), rows * q_width);
-    assert_eq!(k.len(), (pos0 + rows) * kv_width);
+    assert_eq!(k.len(), v.len());
     assert_eq!(k_hat.len(), k.len());
-    assert_eq!(v.len(), k.len());
-    let group = heads / kv_heads;
-    let scale = 1.0 / (head_dim as f64).sqrt();
-    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>();
-    let mut out = vec![0.0f32; rows * q_width];
-    for m in 0..rows {
-        let position = pos0 + m;
-        for h in 0..heads {
-            let query = &q[m * q_width + h * head_dim..][..head_dim];
-            let kv_offset = (h / group) * head_dim;
-            let scores: Vec<f64> = (0..=position)
-                .map(|j| {
-                    let keys = if is_exact(position, j, window, sinks) { k } else { k_hat };
-                    dot(query, &keys[j * kv_width + kv_offset..][..head_dim]) * scale
-                })
-                .collect();
-            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
-            let total: f64 = weights.iter().sum();
-            let output = &mut out[m * q_width + h * head_dim..][..head_dim];
-            for (d, o) in output.iter_mut().enumerate() {
-                let value: f64 =
-                    weights.iter().enumerate().map(|(j, w)| w * v[j * kv_width + kv_offset + d] as f64).sum();
-                *o = (value / total) as f32;
-            }
-        }
-    }
-    out
+    crate::cpu::attention::causal_attention_with_keys(q, v, rows, pos0, heads, kv_heads, head_dim, |position, j| {
+        if is_exact(position, j, window, sinks) { k } else { k_hat }
+    })
 }
 
 /// Sparsity as reported (DESIGN.md §2.4) for one sequence of delta rows.
