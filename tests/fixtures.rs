@@ -1,7 +1,9 @@
 //! Whole models against implementations nobody here wrote (DESIGN §7):
 //! the tiny fixtures of `models/make_fixtures.py` against llama.cpp and HF
 //! transformers outputs committed in `tests/data/fixtures/`, and the SmolLM2
-//! package model (fetched by `models/fetch-smollm2.sh`) against llama.cpp.
+//! package model (fetched by `models/fetch-smollm2.sh`) against llama.cpp,
+//! both on its Q4_1 path and on the F32 twin of the same weights (see
+//! models/README.md, "Tolerances to expect", for why both).
 //!
 //! Logits are compared by relative L2 error with a stated tolerance;
 //! greedy continuations token by token up to the first step where the
@@ -169,13 +171,12 @@ fn smollm2_tokenizer_matches_llama_cpp() {
     }
 }
 
-#[test]
-fn smollm2_teacher_forcing_agrees_with_llama_cpp() {
-    let Some(path) = smollm2() else { return };
-    let reference = json("ref-smollm2.llamacpp.json");
-    let mut e = engine(&path, true);
+/// Teacher forcing over every text of `reference`: top-1 must equal the
+/// oracle's wherever the oracle's top-1/top-2 margin exceeds 1.0; returns
+/// (agreeing positions, positions).
+fn teacher_forcing(e: &mut Engine, reference: &Value) -> (usize, usize) {
     let vocab = e.model.config.vocab_size;
-    let (mut positions, mut agree, mut confident) = (0, 0, 0);
+    let (mut positions, mut agree) = (0, 0);
     for case in reference["teacher_forcing"].as_array().unwrap() {
         let ids = u32s(&case["ids"]);
         let logits = e.model.forward_all(&e.gpu, &ids).unwrap();
@@ -188,41 +189,79 @@ fn smollm2_teacher_forcing_agrees_with_llama_cpp() {
                 agree += 1;
             } else {
                 let ref_ids: Vec<u64> = (0..5).map(|j| case["top5"][t][j][0].as_u64().unwrap()).collect();
-                let ref_vals: Vec<f64> = (0..5).map(|j| case["top5"][t][j][1].as_f64().unwrap()).collect();
                 eprintln!(
-                    "  disagree at {t}: margin {} ours {ours} ({}) ref {ref_ids:?} {ref_vals:?} ours-logits-of-ref {:?}",
+                    "  disagree at {t}: oracle margin {} ours {ours} oracle top-5 {ref_ids:?} our logits of them {:?}",
                     margins[t],
-                    row[ours],
                     ref_ids.iter().map(|&i| row[i as usize]).collect::<Vec<_>>()
                 );
             }
             if margins[t] > 1.0 {
-                confident += 1;
                 assert_eq!(
                     ours, expected_top1,
-                    "position {t} of {:?}: llama.cpp is sure (margin {})",
+                    "position {t} of {:?}: the oracle is sure (margin {})",
                     &case["text"], margins[t]
                 );
             }
         }
     }
+    assert!(positions >= 256);
+    (agree, positions)
+}
+
+/// The oracle that computes our function: llama.cpp on the F32 twin of the
+/// Q4_1 file (every tensor dequantized to F32 by gguf-py, so no int8
+/// rounding of activations), `models/make_references.py smollm2-f32`.
+#[test]
+fn smollm2_teacher_forcing_agrees_with_llama_cpp_on_the_f32_twin() {
+    let Some(path) = smollm2() else { return };
+    let reference = json("ref-smollm2-f32.llamacpp.json");
+    let (agree, positions) = teacher_forcing(&mut engine(&path, true), &reference);
+    let rate = agree as f64 / positions as f64;
+    eprintln!("SmolLM2 vs llama.cpp F32 twin: top-1 agrees at {agree}/{positions} = {rate:.4}");
+    assert!(rate >= 0.98, "top-1 agreement {rate:.4} < 0.98");
+}
+
+/// Against llama.cpp's own Q4_1 path. llama.cpp rounds every matmul input
+/// to int8 blocks (Q8_1); with LLM activation outliers one rounding flip
+/// moves a whole row by ~1e-3, so its logits are only defined to ~1e-2:
+/// llama.cpp batched vs llama.cpp token by token agree at top-1 on 280/287
+/// of these positions (`q4_1_self_agreement` in the F32 reference). We hold
+/// the same bar: no worse than llama.cpp's agreement with itself, minus
+/// 2 % of positions, and exact wherever it is sure.
+#[test]
+fn smollm2_teacher_forcing_agrees_with_llama_cpp_q4_1() {
+    let Some(path) = smollm2() else { return };
+    let reference = json("ref-smollm2.llamacpp.json");
+    let floor = &json("ref-smollm2-f32.llamacpp.json")["q4_1_self_agreement"];
+    let own = floor["top1_agree"].as_f64().unwrap() / floor["positions"].as_f64().unwrap();
+    let (agree, positions) = teacher_forcing(&mut engine(&path, true), &reference);
     let rate = agree as f64 / positions as f64;
     eprintln!(
-        "SmolLM2 teacher forcing: top-1 agrees at {agree}/{positions} = {rate:.4} ({confident} confident positions all agree)"
+        "SmolLM2 vs llama.cpp Q4_1: top-1 agrees at {agree}/{positions} = {rate:.4} (llama.cpp vs itself: {own:.4})"
     );
-    assert!(positions >= 256);
-    // The issue asks for 0.98; we measure 0.958. Every disagreement is at a
-    // llama.cpp margin below 0.36 logits, our GPU logits equal the f64 CPU
-    // reference (next test), and the same code matches llama.cpp to 2e-6 on
-    // the f32 tiny model, so the rest is llama.cpp's own quantized
-    // arithmetic (Q8_1 activations, f16 KV cache). Emulating its int8
-    // activations or f16 KV rounding did not raise the figure (tried,
-    // reverted). Held at 0.95 until the difference is pinned down.
-    assert!(rate >= 0.95, "top-1 agreement {rate:.4} < 0.95");
+    assert!(rate >= own - 0.02, "top-1 agreement {rate:.4} < llama.cpp's own {own:.4} - 0.02");
 }
 
 #[test]
-fn smollm2_greedy_continuations_match_llama_cpp() {
+fn smollm2_greedy_continuations_match_llama_cpp_on_the_f32_twin() {
+    let Some(path) = smollm2() else { return };
+    let reference = json("ref-smollm2-f32.llamacpp.json");
+    let mut e = engine(&path, false);
+    for case in reference["greedy"].as_array().unwrap() {
+        let expected = u32s(&case["greedy"]);
+        let got = greedy(&mut e, &u32s(&case["prompt_ids"]), expected.len());
+        let kind = case["kind"].as_str().unwrap();
+        // Whole continuations: both sides compute in f32 (our logits are
+        // within ~1e-5 of the f64 reference) and the oracle's closest step
+        // is 0.005 logits apart.
+        let n = assert_greedy_matches(kind, &got, &expected, &f32s(&case["greedy_margins"]), 0.0);
+        assert_eq!(n, expected.len());
+        eprintln!("SmolLM2 {kind}: all {n} greedy tokens equal");
+    }
+}
+
+#[test]
+fn smollm2_greedy_continuations_match_llama_cpp_q4_1() {
     let Some(path) = smollm2() else { return };
     let reference = json("ref-smollm2.llamacpp.json");
     let mut e = engine(&path, false);
@@ -230,8 +269,7 @@ fn smollm2_greedy_continuations_match_llama_cpp() {
         let expected = u32s(&case["greedy"]);
         let got = greedy(&mut e, &u32s(&case["prompt_ids"]), expected.len());
         let kind = case["kind"].as_str().unwrap();
-        // Q4_1 weights: llama.cpp quantizes activations to Q8_1 for the dot
-        // products, we use f32; steps closer than 0.1 logits may flip.
+        // Steps closer than 0.1 logits are inside llama.cpp's own noise.
         let n = assert_greedy_matches(kind, &got, &expected, &f32s(&case["greedy_margins"]), 0.1);
         eprintln!("SmolLM2 {kind}: {n} of {} greedy tokens compared and equal", expected.len());
         if kind == "chat" {
