@@ -36,7 +36,14 @@ fn quick_suite_json_has_every_row_with_positive_times() {
     for family in ["copy", "ternary gemv", "ternary gemm", "f16 gemv", "f32 gemv", "lm_head", "rmsnorm", "rope"] {
         assert!(kernels.iter().any(|r| r["name"].as_str().unwrap().starts_with(family)), "no {family} row");
     }
-    for family in ["attention decode", "argmax", "quantize int8"] {
+    for family in [
+        "attention decode",
+        "attention hybrid decode",
+        "attention hybrid prefill",
+        "delta build",
+        "argmax",
+        "quantize int8",
+    ] {
         assert!(kernels.iter().any(|r| r["name"].as_str().unwrap().starts_with(family)), "no {family} row");
     }
     let mut names: Vec<&str> = kernels.iter().map(|r| r["name"].as_str().unwrap()).collect();

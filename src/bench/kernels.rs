@@ -16,6 +16,7 @@ use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu};
 use crate::ops::RmsNorm;
 use crate::ops::attention::{Attention, KvCache};
+use crate::ops::delta::{DeltaCache, DeltaKeys, HybridAttention};
 use crate::ops::matmul::{DenseWeight, Matmul};
 use crate::ops::rope::{Rope, RopeTable};
 use crate::ops::sampling::Argmax;
@@ -36,6 +37,8 @@ pub struct Shapes {
     /// Tokens of the prefill GEMM.
     pub prefill_tokens: u32,
     pub contexts: Vec<u32>,
+    /// Prompt lengths of the prefill attention cases.
+    pub prefill_contexts: Vec<u32>,
     pub copy_bytes: u64,
     /// Per case; a slow case stops at the minimum.
     pub reps: Repetitions,
@@ -54,6 +57,7 @@ impl Shapes {
             llama_hidden: 2048,
             prefill_tokens: 64,
             contexts: vec![512, 1024, 2048, 4096],
+            prefill_contexts: vec![512, 1024, 2048],
             copy_bytes: 64 << 20,
             reps: Repetitions { warmup: 2, min: 5, max: 100, budget_ms: 1500.0 },
         }
@@ -71,6 +75,7 @@ impl Shapes {
             llama_hidden: 192,
             prefill_tokens: 8,
             contexts: vec![100],
+            prefill_contexts: vec![40],
             copy_bytes: 1 << 20,
             reps: Repetitions { warmup: 1, min: 3, max: 5, budget_ms: 50.0 },
         }
@@ -107,6 +112,37 @@ fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
 
 fn pseudo_ternary(n: usize, seed: u32) -> Vec<i8> {
     pseudo_random(n, seed).into_iter().map(|v| ((v + 1.0) * 1.5).floor().clamp(0.0, 2.0) as i8 - 1).collect()
+}
+
+/// `rows` keys of `width` elements where each element jumps (to a fresh
+/// value in [-1, 1)) with probability `p` per row and otherwise repeats.
+fn sparse_walk(rows: usize, width: usize, p: f32, seed: u32) -> Vec<f32> {
+    let jumps = pseudo_random(rows * width, seed ^ 0x5bd1);
+    let fresh = pseudo_random(rows * width, seed ^ 0x1b87);
+    let mut keys = fresh.clone();
+    for t in 1..rows {
+        for i in 0..width {
+            let at = t * width + i;
+            if (jumps[at] + 1.0) * 0.5 >= p {
+                keys[at] = keys[at - width];
+            }
+        }
+    }
+    keys
+}
+
+/// zeros(ΔK) / numel(ΔK) over rows 1.. of every KV head (DESIGN §2.4).
+fn delta_sparsity(gpu: &Gpu, deltas: &DeltaCache, rows: u32) -> Result<f64> {
+    let starts: Vec<u32> = gpu.read(&deltas.row_starts)?;
+    let hd = deltas.head_dim as u64;
+    let (mut nnz, mut numel) = (0u64, 0u64);
+    for h in 0..deltas.kv_heads as usize {
+        let head = &starts[h * deltas.max_seq as usize..][..rows as usize];
+        // Row t's values end where row t + 1's start; the last row is not counted.
+        nnz += (head[rows as usize - 1] - head[1]) as u64;
+        numel += (rows as u64 - 2) * hd;
+    }
+    Ok(if numel == 0 { 0.0 } else { 1.0 - nnz as f64 / numel as f64 })
 }
 
 /// Runs the selected cases and collects their rows.
@@ -313,6 +349,120 @@ impl Suite<'_> {
         Ok(())
     }
 
+    /// DeltaLLM (DESIGN §2) against dense attention on the same keys: the
+    /// delta build over a prompt, prefill attention and one decode token,
+    /// dense and hybrid. Keys follow a sparse random walk (each element
+    /// jumps with probability 0.4 per position, else repeats), so Θ = 0.01
+    /// gives about 60 % delta sparsity; the measured figure is in the shape
+    /// column. Window W = max(64, round(0.05 · ctx)), no sinks.
+    fn delta(&mut self) -> Result<()> {
+        let s = self.shapes.clone();
+        for ctx in s.prefill_contexts.clone() {
+            let names = [
+                format!("delta build prefill ctx {ctx}"),
+                format!("attention prefill ctx {ctx}"),
+                format!("attention hybrid prefill ctx {ctx}"),
+            ];
+            if names.iter().any(|n| self.wants(n)) {
+                self.delta_case(&s, ctx, true, &names)?;
+            }
+        }
+        for ctx in s.contexts.clone() {
+            let names = [
+                format!("delta build decode ctx {ctx}"),
+                String::new(), // the dense decode case is `attention decode ctx N`
+                format!("attention hybrid decode ctx {ctx}"),
+            ];
+            if names.iter().any(|n| !n.is_empty() && self.wants(n)) {
+                self.delta_case(&s, ctx, false, &names)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One context: `prefill` times all `ctx` rows in one step, else the
+    /// last token alone after the first `ctx - 1` are cached.
+    fn delta_case(&mut self, s: &Shapes, ctx: u32, prefill: bool, names: &[String; 3]) -> Result<()> {
+        let gpu = self.gpu;
+        let (q_dim, kv_dim, hd) = (s.heads * s.head_dim, s.kv_heads * s.head_dim, s.head_dim);
+        let keys = sparse_walk(ctx as usize, kv_dim as usize, 0.4, ctx);
+        let values = pseudo_random((ctx * kv_dim) as usize, ctx + 1);
+        let rows = if prefill { ctx } else { 1 };
+        let pos0 = ctx - rows;
+        let cache = KvCache::new(gpu, "bench.kv", s.kv_heads, hd, ctx)?;
+        let deltas = DeltaCache::new(gpu, "bench.deltas", s.kv_heads, hd, ctx)?;
+        let k_all = gpu.storage_from("bench.k_all", &keys)?;
+        let q = gpu.storage_from("bench.q", &pseudo_random((rows * q_dim) as usize, 43))?;
+        let k = gpu.storage_from("bench.k", &keys[(pos0 * kv_dim) as usize..])?;
+        let v = gpu.storage_from("bench.v", &values[(pos0 * kv_dim) as usize..])?;
+        let out = gpu.storage("bench.out", (rows * q_dim) as u64 * 4)?;
+        // The cached history: full keys and values, and every delta row.
+        gpu.write(&cache.k, 0, bytemuck::cast_slice(&keys));
+        gpu.write(&cache.v, 0, bytemuck::cast_slice(&values));
+        let theta = 0.01;
+        let history = DeltaKeys::new(gpu, &deltas, &k_all, ctx, theta)?;
+        gpu.run("bench.delta_history", &history.dispatches())?;
+        let sparsity = delta_sparsity(gpu, &deltas, ctx)?;
+
+        let window = 64.max((0.05 * ctx as f64).round() as u32);
+        let mut dense = Attention::new(gpu, &cache, &q, &k, &v, &out, rows, s.heads)?;
+        dense.set_step(gpu, rows, pos0)?;
+        let mut build = DeltaKeys::new(gpu, &deltas, &k, rows, theta)?;
+        build.set_step(gpu, rows, pos0)?;
+        let mut hybrid = HybridAttention::new(gpu, &cache, &deltas, &q, &out, rows, s.heads, window, 0)?;
+        hybrid.set_step(gpu, rows, pos0)?;
+        let shape = format!(
+            "heads {}/{}, head_dim {hd}, W {window}, Θ {theta}: delta sparsity {:.1} %",
+            s.heads,
+            s.kv_heads,
+            100.0 * sparsity
+        );
+        let stage = if prefill { "prefill" } else { "decode" };
+        // Bytes: keys in, deltas out (values + masks + starts), at the measured sparsity.
+        let nnz = ((1.0 - sparsity) * (rows * kv_dim) as f64) as u64;
+        let delta_bytes = nnz * 4 + (rows * s.kv_heads) as u64 * (deltas.mask_words() as u64 + 1) * 4;
+        if self.wants(&names[0]) {
+            let bytes = (rows * kv_dim) as u64 * 4 + delta_bytes;
+            self.time(
+                names[0].clone(),
+                format!("{shape}, {rows} rows"),
+                &build.dispatches(),
+                bytes,
+                (rows * kv_dim) as u64,
+            )?;
+        }
+        // Causal cells a query row attends to, summed over the step's rows.
+        let cells: u64 = (pos0..ctx).map(|t| t as u64 + 1).sum();
+        let dense_ops = 4 * cells * q_dim as u64;
+        if prefill && self.wants(&names[1]) {
+            let bytes = 2 * (ctx * kv_dim) as u64 * 4 + 2 * (rows * q_dim) as u64 * 4;
+            self.time(names[1].clone(), format!("{shape}"), &[&dense.dispatches()[1]], bytes, dense_ops)?;
+        }
+        if self.wants(&names[2]) {
+            let exact_keys = window.min(ctx) as u64;
+            let bytes = (exact_keys + rows as u64) * kv_dim as u64 * 4
+                + (ctx * kv_dim) as u64 * 4 // V stays dense
+                + ((1.0 - sparsity) * (ctx * kv_dim) as f64) as u64 * 4
+                + (ctx * s.kv_heads) as u64 * (deltas.mask_words() as u64 + 1) * 4
+                + 2 * (rows * q_dim) as u64 * 4;
+            let name = names[2].clone();
+            if prefill {
+                self.time(
+                    name,
+                    format!("{shape}, vs attention {stage} ctx {ctx}"),
+                    &hybrid.dispatches(),
+                    bytes,
+                    dense_ops,
+                )?;
+            } else {
+                // Decode does the whole step: append K/V, one delta row, attend.
+                let step = [&dense.dispatches()[0], &build.build, &hybrid.attend];
+                self.time(name, format!("{shape}, vs attention {stage} ctx {ctx}"), &step, bytes, dense_ops)?;
+            }
+        }
+        Ok(())
+    }
+
     fn argmax(&mut self) -> Result<()> {
         let n = self.shapes.vocab;
         let name = format!("argmax {n}");
@@ -336,6 +486,7 @@ pub fn run(gpu: &Gpu, timer: &Timer, options: &BenchOptions, progress: &mut dyn 
     suite.rmsnorm()?;
     suite.rope()?;
     suite.attention()?;
+    suite.delta()?;
     suite.argmax()?;
     Ok(suite.rows)
 }
