@@ -270,3 +270,52 @@ fn smollm2_with_deltas_matches_the_cpu_reference() {
     let agree = got.chunks(vocab).zip(expected.chunks(vocab)).filter(|(g, e)| argmax(g) == argmax(e)).count();
     assert!(agree + 1 >= ids.len(), "top-1 agrees at {agree} of {} positions", ids.len());
 }
+
+fn deltallm(args: &[&str]) -> std::process::Output {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fixtures/tiny-llama");
+    std::process::Command::new(env!("CARGO_BIN_EXE_deltallm"))
+        .arg("run")
+        .arg("-m")
+        .arg(fixture)
+        .args(["-p", "Hello world, hello delta", "--max-tokens", "5", "--context", "64"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn cli_run_reports_delta_statistics() {
+    let out = deltallm(&["--delta-threshold", "0.5", "--window", "2", "--stats", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let delta = &json["delta"];
+    assert_eq!(delta["window"], 2);
+    let prompt = json["prompt_tokens"].as_array().unwrap().len() as u64;
+    assert_eq!(delta["prompt_tokens"].as_u64().unwrap(), prompt);
+    for phase in ["prefill", "decode", "total"] {
+        let s = delta[phase]["delta_sparsity"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&s), "{phase}: {s}");
+        assert!(delta[phase]["mac_sparsity"].is_f64() && delta[phase]["authors_sparsity"].is_f64());
+    }
+    let layers = delta["layers"].as_array().unwrap();
+    assert!(!layers.is_empty());
+    assert_eq!(layers[0]["threshold"].as_f64().unwrap(), 0.5);
+    assert!(layers[0]["heads"][0]["total"]["delta_sparsity"].is_f64());
+    assert!(delta["k_cache"]["dense_f16"].as_u64().unwrap() > 0);
+    assert!(stderr.contains("MAC sparsity"), "--stats prints the table: {stderr}");
+}
+
+#[test]
+fn cli_rejects_bad_delta_values() {
+    for (args, needle) in [
+        (["--delta-threshold", "-0.5"], "threshold"),
+        (["--delta-target-sparsity", "1"], "sparsity"),
+        (["--window-scale", "-2"], "window scale"),
+    ] {
+        let out = deltallm(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}

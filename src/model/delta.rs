@@ -19,6 +19,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuBuffer};
+use crate::loader::config::Architecture;
 use crate::ops::attention::KvCache;
 use crate::ops::delta::{DeltaCache, DeltaKeys, HybridAttention};
 use serde::Serialize;
@@ -68,6 +69,16 @@ impl Default for DeltaOptions {
 }
 
 impl DeltaOptions {
+    /// The defaults with a per-model Θ: 0.6 for BitNet (the authors' code
+    /// used it on BitNet keys), 0.5 otherwise. Uncalibrated starting points.
+    pub fn for_architecture(architecture: Architecture) -> Self {
+        let threshold = match architecture {
+            Architecture::BitNet => 0.6,
+            Architecture::Llama => 0.5,
+        };
+        DeltaOptions { threshold, ..Default::default() }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if !(self.threshold.is_finite() && self.threshold >= 0.0) {
             return Err(Error::Invalid(format!(
