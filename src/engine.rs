@@ -6,7 +6,7 @@ use crate::chat::{ChatTemplate, Message};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::loader::gguf::Gguf;
-use crate::model::{Model, ModelOptions, ModelWeights};
+use crate::model::{DeltaOptions, DeltaReport, Model, ModelOptions, ModelWeights};
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tokenizer::{GgufVocab, Tokenizer};
 use std::path::Path;
@@ -105,6 +105,12 @@ pub struct GenerateOptions {
     pub sampler: SamplerConfig,
     /// Tokens that end the generation (the model's stop ids by default).
     pub stop_tokens: Vec<u32>,
+    /// New DeltaLLM knobs for this and later generations (the model must
+    /// have been loaded with [`ModelOptions::delta`]); `None` keeps them.
+    pub delta: Option<DeltaOptions>,
+    /// Count DeltaLLM's statistics after the generation (reads the delta
+    /// masks back) into [`Generation::delta`].
+    pub delta_stats: bool,
 }
 
 /// What a generation produced, with timings.
@@ -116,6 +122,8 @@ pub struct Generation {
     pub decode_seconds: f64,
     /// The generation ended on a stop token (not on max_tokens).
     pub stopped: bool,
+    /// DeltaLLM statistics, when asked for and the model uses DeltaLLM.
+    pub delta: Option<DeltaReport>,
 }
 
 impl Generation {
@@ -184,7 +192,7 @@ impl Engine {
         }
         stop_tokens.sort_unstable();
         stop_tokens.dedup();
-        GenerateOptions { max_tokens, sampler: SamplerConfig::default(), stop_tokens }
+        GenerateOptions { max_tokens, sampler: SamplerConfig::default(), stop_tokens, delta: None, delta_stats: false }
     }
 
     /// Generate after `prompt` from an empty cache, calling `on_token` with
@@ -211,6 +219,11 @@ impl Engine {
         let greedy = options.sampler.temperature <= 0.0 && options.sampler.repetition_penalty == 1.0;
         let mut generation = Generation { prompt_tokens: prompt.to_vec(), ..Default::default() };
         let mut history: Vec<u32> = prompt.to_vec();
+        if let Some(delta) = &options.delta
+            && self.model.options.delta.as_ref() != Some(delta)
+        {
+            self.model.set_delta_options(&self.gpu, delta.clone())?;
+        }
         self.model.reset();
 
         let start = now();
@@ -234,6 +247,10 @@ impl Engine {
             next = self.pick(&mut sampler, greedy, &history)?;
         }
         generation.decode_seconds = start.elapsed().as_secs_f64();
+        if options.delta_stats {
+            // The last token was picked but never run: the stats cover the positions in the cache.
+            generation.delta = self.model.delta_stats(&self.gpu)?;
+        }
         Ok(generation)
     }
 

@@ -6,7 +6,7 @@ use deltallm::bench::{BenchOptions, Report};
 use deltallm::chat::Message;
 use deltallm::engine::{Engine, GenerateOptions, ModelFiles};
 use deltallm::gpu::{self, BackendChoice, GpuOptions};
-use deltallm::model::ModelOptions;
+use deltallm::model::{DeltaOptions, DeltaStage, ModelOptions};
 use deltallm::sampler::SamplerConfig;
 use std::io::Write;
 use std::process::ExitCode;
@@ -65,6 +65,71 @@ struct ModelArgs {
     /// Tokens per prefill step.
     #[arg(long, default_value_t = 64)]
     prefill_chunk: u32,
+    #[command(flatten)]
+    delta: DeltaArgs,
+}
+
+/// DeltaLLM attention (DESIGN §2). Off unless one of these is given; then
+/// unset ones take their defaults.
+#[derive(Args, Clone, Debug)]
+struct DeltaArgs {
+    /// Θ of the delta-key rule (0 = dense attention, through the DeltaLLM
+    /// kernels). Default when DeltaLLM is on: 0.6 for BitNet, 0.5 otherwise.
+    #[arg(long, value_name = "THETA", allow_negative_numbers = true)]
+    delta_threshold: Option<f32>,
+    /// Calibrate Θ per layer on the prompt so this fraction of the key
+    /// deltas is zero (in [0, 1); replaces --delta-threshold).
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    delta_target_sparsity: Option<f32>,
+    /// Smallest local window of exact keys, in tokens (W_min) [default: 1].
+    #[arg(long, value_name = "N")]
+    window: Option<u32>,
+    /// The window grows with the prompt: W = max(--window, round(S · prompt length)) [default: 0.05].
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    window_scale: Option<f32>,
+    /// Sink tokens at the start, always scored exactly [default: 0].
+    #[arg(long, value_name = "N")]
+    sinks: Option<u32>,
+    /// Use hybrid attention in the prompt only, or in decode steps too [default: both].
+    #[arg(long, value_enum, value_name = "STAGE")]
+    delta_stage: Option<DeltaStage>,
+}
+
+impl DeltaArgs {
+    fn enabled(&self) -> bool {
+        self.delta_threshold.is_some()
+            || self.delta_target_sparsity.is_some()
+            || self.window.is_some()
+            || self.window_scale.is_some()
+            || self.sinks.is_some()
+            || self.delta_stage.is_some()
+    }
+
+    /// The options for a model of `architecture`, checked; `None` when off.
+    fn options(&self, architecture: deltallm::loader::config::Architecture) -> anyhow::Result<Option<DeltaOptions>> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let mut o = DeltaOptions::for_architecture(architecture);
+        if let Some(t) = self.delta_threshold {
+            o.threshold = t;
+        }
+        o.target_sparsity = self.delta_target_sparsity;
+        if let Some(w) = self.window {
+            o.window_min = w;
+        }
+        if let Some(s) = self.window_scale {
+            o.window_scale = s;
+        }
+        if let Some(s) = self.sinks {
+            o.sinks = s;
+        }
+        if let Some(s) = self.delta_stage {
+            o.stage = s;
+        }
+        o.validate()?;
+        Ok(Some(o))
+    }
 }
 
 /// The input: text or token ids.
@@ -133,9 +198,13 @@ enum Command {
         /// Wrap the prompt in the model's chat template.
         #[arg(long)]
         chat: bool,
-        /// Print one JSON object {"prompt_tokens", "tokens", "text"} instead of streaming.
+        /// Print one JSON object {"prompt_tokens", "tokens", "text"} instead of
+        /// streaming (with DeltaLLM on, also "delta": its statistics).
         #[arg(long)]
         json: bool,
+        /// Print DeltaLLM's sparsity table (per layer, prefill/decode/total) to stderr.
+        #[arg(long)]
+        stats: bool,
     },
     /// Chat interactively with the model's chat template.
     Chat {
@@ -223,8 +292,8 @@ fn main() -> ExitCode {
                 bench(&gpu, &options, json.as_deref(), e2e, model, layers)
             }
         },
-        Command::Run { gpu, model, prompt, sampling, max_tokens, chat, json } => {
-            run(&gpu, &model, &prompt, &sampling, max_tokens, chat, json)
+        Command::Run { gpu, model, prompt, sampling, max_tokens, chat, json, stats } => {
+            run(&gpu, &model, &prompt, &sampling, max_tokens, chat, json, stats)
         }
         Command::Chat { gpu, model, sampling, max_tokens, system } => chat(&gpu, &model, &sampling, max_tokens, system),
         Command::Logits { gpu, model, prompt, json: _, top_k, all_positions } => {
@@ -360,6 +429,8 @@ fn load_engine(gpu: &GpuArgs, model: &ModelArgs, all_logits: bool) -> anyhow::Re
             "the default model {DEFAULT_MODEL} is not there yet: run models/fetch-smollm2.sh (or pass -m MODEL)"
         );
     }
+    // Bad DeltaLLM values fail before the (slow) load.
+    model.delta.options(deltallm::loader::config::Architecture::Llama)?;
     let path = deltallm::hub::resolve(&model.model)?;
     let start = std::time::Instant::now();
     eprint!("loading {} ... ", path.display());
@@ -369,6 +440,7 @@ fn load_engine(gpu: &GpuArgs, model: &ModelArgs, all_logits: bool) -> anyhow::Re
         max_context: model.context,
         prefill_chunk: model.prefill_chunk,
         all_logits,
+        delta: model.delta.options(files.weights.config.architecture)?,
         ..Default::default()
     };
     let engine = Engine::new(gpu, files, options)?;
@@ -392,6 +464,7 @@ fn prompt_tokens(engine: &Engine, prompt: &PromptArgs, chat: bool) -> anyhow::Re
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     gpu: &GpuArgs,
     model: &ModelArgs,
@@ -400,11 +473,18 @@ fn run(
     max_tokens: usize,
     chat: bool,
     json: bool,
+    stats: bool,
 ) -> anyhow::Result<()> {
     let mut engine = load_engine(gpu, model, false)?;
+    if stats && engine.model.options.delta.is_none() {
+        eprintln!(
+            "note: --stats reports DeltaLLM's sparsity; DeltaLLM is off (pass --delta-threshold or --delta-target-sparsity)"
+        );
+    }
     let ids = prompt_tokens(&engine, prompt, chat)?;
     let mut options: GenerateOptions = engine.default_options(max_tokens);
     options.sampler = sampling.config();
+    options.delta_stats = stats || json;
     let tokenizer = engine.tokenizer.clone();
     let mut stream = tokenizer.as_ref().map(|t| t.stream(true));
     let mut stdout = std::io::stdout();
@@ -423,11 +503,14 @@ fn run(
         None => String::new(),
     };
     if json {
-        let object = serde_json::json!({
+        let mut object = serde_json::json!({
             "prompt_tokens": generation.prompt_tokens,
             "tokens": generation.tokens,
             "text": text,
         });
+        if let Some(delta) = &generation.delta {
+            object["delta"] = serde_json::to_value(delta)?;
+        }
         println!("{object}");
     } else {
         if let Some(s) = &mut stream {
@@ -442,6 +525,9 @@ fn run(
         generation.tokens.len(),
         generation.decode_tokens_per_second()
     );
+    if stats && let Some(delta) = &generation.delta {
+        eprint!("{}", delta.table());
+    }
     Ok(())
 }
 

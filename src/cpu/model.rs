@@ -2,8 +2,12 @@
 //! b1.58) and §4 (Llama) over a full token sequence, written as plainly as
 //! the math so the GPU model can be checked against it, layer by layer if
 //! need be. Slow by design; tests use tiny models.
+//!
+//! [`forward_all_delta`] is the same pass with DeltaLLM's hybrid attention
+//! (DESIGN §2): per layer, the delta rule over the post-RoPE keys and k̂
+//! substituted for keys outside the window and sinks.
 
-use crate::cpu::{attention, elementwise, matmul, rmsnorm, rope, ternary};
+use crate::cpu::{attention, delta, elementwise, matmul, rmsnorm, rope, ternary};
 use crate::loader::config::{Activation, ModelConfig};
 use crate::model::weights::{Matrix, MatrixData, ModelWeights};
 
@@ -20,6 +24,65 @@ pub fn linear(w: &Matrix, x: &[f32], tokens: usize) -> Vec<f32> {
 
 /// Logits `[tokens.len()][vocab]` for every position of `tokens`, from an empty cache.
 pub fn forward_all(weights: &ModelWeights, tokens: &[u32]) -> Vec<f32> {
+    let c = &weights.config;
+    forward_with_attention(weights, tokens, |_, q, k, v| {
+        attention::causal_attention(q, k, v, tokens.len(), 0, c.num_attention_heads, c.num_key_value_heads, c.head_dim)
+    })
+}
+
+/// DeltaLLM settings of [`forward_all_delta`], already resolved (no
+/// calibration, no context-aware rule: the window is given).
+#[derive(Clone, Debug)]
+pub struct DeltaReference {
+    /// Θ of each layer.
+    pub thresholds: Vec<f32>,
+    pub window: usize,
+    pub sinks: usize,
+    /// Positions from here on attend densely (DeltaLLM in prefill only: the
+    /// prompt length); `usize::MAX` for hybrid attention everywhere. Their
+    /// keys still go through the delta rule.
+    pub dense_from: usize,
+}
+
+/// [`forward_all`] with hybrid attention: each layer's keys become delta
+/// rows under its Θ, and queries score k̂ outside the window and sinks.
+pub fn forward_all_delta(weights: &ModelWeights, tokens: &[u32], settings: &DeltaReference) -> Vec<f32> {
+    let c = &weights.config;
+    assert_eq!(settings.thresholds.len(), weights.layers.len(), "one threshold per layer");
+    let (heads, kv_heads, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+    let t = tokens.len();
+    forward_with_attention(weights, tokens, |layer, q, k, v| {
+        let (_, k_hat, _) = delta::delta_keys(k, t, kv_heads, hd, settings.thresholds[layer], None);
+        let hybrid_rows = settings.dense_from.min(t);
+        let mut out = delta::hybrid_attention(
+            &q[..hybrid_rows * c.q_dim()],
+            &k[..hybrid_rows * c.kv_dim()],
+            &k_hat[..hybrid_rows * c.kv_dim()],
+            &v[..hybrid_rows * c.kv_dim()],
+            hybrid_rows,
+            0,
+            heads,
+            kv_heads,
+            hd,
+            settings.window,
+            settings.sinks,
+        );
+        if hybrid_rows < t {
+            let rows = t - hybrid_rows;
+            let q_rest = &q[hybrid_rows * c.q_dim()..];
+            out.extend(attention::causal_attention(q_rest, k, v, rows, hybrid_rows, heads, kv_heads, hd));
+        }
+        out
+    })
+}
+
+/// The forward pass with `attend(layer, q, k, v)` (post-RoPE q, k; all
+/// `[tokens][…]`) computing each layer's attention output `[tokens][q_dim]`.
+fn forward_with_attention(
+    weights: &ModelWeights,
+    tokens: &[u32],
+    mut attend: impl FnMut(usize, &[f32], &[f32], &[f32]) -> Vec<f32>,
+) -> Vec<f32> {
     let c: &ModelConfig = &weights.config;
     let t = tokens.len();
     let (hidden, hd, eps) = (c.hidden_size, c.head_dim, c.rms_norm_eps);
@@ -28,7 +91,7 @@ pub fn forward_all(weights: &ModelWeights, tokens: &[u32]) -> Vec<f32> {
     let mut h: Vec<f32> =
         tokens.iter().flat_map(|&id| embed[id as usize * hidden..(id as usize + 1) * hidden].to_vec()).collect();
 
-    for layer in &weights.layers {
+    for (index, layer) in weights.layers.iter().enumerate() {
         // Attention block.
         let x = rmsnorm(&h, &layer.input_layernorm, hidden, eps);
         let mut q = linear(&layer.q_proj, &x, t);
@@ -36,7 +99,7 @@ pub fn forward_all(weights: &ModelWeights, tokens: &[u32]) -> Vec<f32> {
         let v = linear(&layer.v_proj, &x, t);
         rope::apply_rope(&mut q, t, c.num_attention_heads, hd, 0, &table);
         rope::apply_rope(&mut k, t, c.num_key_value_heads, hd, 0, &table);
-        let mut a = attention::causal_attention(&q, &k, &v, t, 0, c.num_attention_heads, c.num_key_value_heads, hd);
+        let mut a = attend(index, &q, &k, &v);
         if let Some(w) = &layer.attn_sub_norm {
             a = rmsnorm(&a, w, c.q_dim(), eps);
         }

@@ -18,11 +18,19 @@
 //! ```
 //! then `logits = rmsnorm(h) · lm_headᵀ` for the last token (or every token
 //! when [`ModelOptions::all_logits`] is set).
+//!
+//! With [`ModelOptions::delta`], `attention` is DeltaLLM's: the keys also
+//! become delta rows and hybrid attention replaces the dense one (see
+//! [`delta`]).
 
+pub mod delta;
 pub mod synthetic;
 pub mod weights;
 
+pub use delta::{DeltaOptions, DeltaReport, DeltaStage};
 pub use weights::{LayerWeights, Matrix, MatrixData, ModelWeights};
+
+use delta::{DeltaState, LayerDelta};
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, GpuBuffer};
@@ -49,11 +57,13 @@ pub struct ModelOptions {
     /// the binding limit requires (tests use it to exercise splitting on
     /// tiny models; `None` splits only as the device needs).
     pub weight_chunk_rows: Option<u32>,
+    /// DeltaLLM attention (DESIGN §2); `None` = dense attention.
+    pub delta: Option<DeltaOptions>,
 }
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        ModelOptions { max_context: 0, prefill_chunk: 64, all_logits: false, weight_chunk_rows: None }
+        ModelOptions { max_context: 0, prefill_chunk: 64, all_logits: false, weight_chunk_rows: None, delta: None }
     }
 }
 
@@ -163,6 +173,11 @@ struct Layer {
     v_proj: Linear,
     rope: Rope,
     attention: Attention,
+    /// DeltaLLM's ops; when present, `attention` only appends (and attends
+    /// in decode steps of [`DeltaStage::Prefill`]).
+    delta: Option<LayerDelta>,
+    /// This step attends through `delta`'s hybrid attention.
+    hybrid: bool,
     attn_sub_norm: Option<RmsNorm>,
     quantize_o_in: Option<QuantizeInt8>,
     o_proj: Linear,
@@ -176,11 +191,11 @@ struct Layer {
     quantize_down_in: Option<QuantizeInt8>,
     down_proj: Linear,
     ffn_residual: AddInPlace,
-    _cache: KvCache,
+    cache: KvCache,
 }
 
 impl Layer {
-    fn set_step(&mut self, gpu: &Gpu, rows: u32, pos0: u32) -> Result<()> {
+    fn set_step(&mut self, gpu: &Gpu, rows: u32, pos0: u32, hybrid: bool) -> Result<()> {
         self.attn_norm.set_rows(gpu, rows)?;
         for q in
             [&mut self.quantize_attn_in, &mut self.quantize_o_in, &mut self.quantize_ffn_in, &mut self.quantize_down_in]
@@ -202,6 +217,11 @@ impl Layer {
         }
         self.rope.set_step(gpu, rows, pos0)?;
         self.attention.set_step(gpu, rows, pos0)?;
+        if let Some(delta) = &mut self.delta {
+            delta.keys.set_step(gpu, rows, pos0)?;
+            delta.hybrid.set_step(gpu, rows, pos0)?;
+        }
+        self.hybrid = hybrid && self.delta.is_some();
         if let Some(n) = &mut self.attn_sub_norm {
             n.set_rows(gpu, rows)?;
         }
@@ -222,7 +242,14 @@ impl Layer {
         d.extend(self.k_proj.dispatches());
         d.extend(self.v_proj.dispatches());
         d.push(&self.rope.dispatch);
-        d.extend(self.attention.dispatches());
+        d.push(&self.attention.append);
+        match &self.delta {
+            Some(delta) => {
+                d.push(&delta.keys.build);
+                d.push(if self.hybrid { &delta.hybrid.attend } else { &self.attention.attend });
+            }
+            None => d.push(&self.attention.attend),
+        }
         d.extend(self.attn_sub_norm.as_ref().map(|n| &n.dispatch));
         d.extend(self.quantize_o_in.as_ref().map(|q| &q.dispatch));
         d.extend(self.o_proj.dispatches());
@@ -259,6 +286,7 @@ pub struct Model {
     position: u32,
     /// Rows of `logits` the last step wrote.
     logit_rows: u32,
+    delta: Option<DeltaState>,
 }
 
 impl Model {
@@ -266,6 +294,9 @@ impl Model {
     pub fn load(gpu: &Gpu, weights: &ModelWeights, options: ModelOptions) -> Result<Model> {
         let c = weights.config.clone();
         c.validate()?;
+        if let Some(d) = &options.delta {
+            d.validate()?;
+        }
         let max_context = match options.max_context {
             0 => (c.max_position_embeddings as u32).min(4096),
             n => n,
@@ -392,6 +423,21 @@ impl Model {
                     rows,
                     c.num_attention_heads as u32,
                 )?,
+                delta: match &options.delta {
+                    Some(d) => Some(LayerDelta::new(
+                        gpu,
+                        &format!("layers.{i}.delta"),
+                        &cache,
+                        &act.q,
+                        &act.k,
+                        &act.attn,
+                        rows,
+                        c.num_attention_heads as u32,
+                        d,
+                    )?),
+                    None => None,
+                },
+                hybrid: false,
                 attn_sub_norm,
                 quantize_o_in: quantize(o_in, &act.x8_q)?,
                 o_proj: Linear::new(gpu, &wo, o_in, act.x8_q.as_ref(), &act.delta, rows)?,
@@ -413,7 +459,7 @@ impl Model {
                 quantize_down_in: quantize(down_in, &act.x8_mlp)?,
                 down_proj: Linear::new(gpu, &wd, down_in, act.x8_mlp.as_ref(), &act.delta, rows)?,
                 ffn_residual: AddInPlace::new(gpu, &act.h, &act.delta, rows, hidden)?,
-                _cache: cache,
+                cache,
             });
             gpu.take_error()?;
         }
@@ -428,7 +474,9 @@ impl Model {
         let lm_head = Matmul::new(gpu, &lm_head_weight, &act.final_x, &act.logits, logit_rows)?;
         let argmax = Argmax::new(gpu, &act.logits, &act.next_token, vocab)?;
         gpu.take_error()?;
+        let delta = options.delta.clone().map(|d| DeltaState::new(d, layers.len()));
         Ok(Model {
+            delta,
             config: c,
             options,
             max_context,
@@ -454,12 +502,31 @@ impl Model {
     pub fn reset(&mut self) {
         self.position = 0;
         self.logit_rows = 0;
+        if let Some(d) = &mut self.delta {
+            // The next forward is a new prompt: it fixes the window (and Θ) again.
+            d.prompt_len = 0;
+            d.window = d.options.window_min;
+        }
     }
 
     /// Run `tokens` through the model after the tokens already cached, in
     /// steps of at most `prefill_chunk` tokens. Afterwards [`Model::logits`]
     /// holds the last step's logits.
+    ///
+    /// The first forward of a sequence (at position 0) is its prompt:
+    /// DeltaLLM fixes its window (and calibrates Θ) from it.
     pub fn forward(&mut self, gpu: &Gpu, tokens: &[u32]) -> Result<()> {
+        self.check_tokens(tokens)?;
+        if self.position == 0 {
+            self.start_sequence(gpu, tokens)?;
+        }
+        for chunk in tokens.chunks(self.options.prefill_chunk.max(1) as usize) {
+            self.step(gpu, chunk)?;
+        }
+        Ok(())
+    }
+
+    fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
         if tokens.is_empty() {
             return Err(Error::Invalid("forward needs at least one token".into()));
         }
@@ -476,10 +543,134 @@ impl Model {
                 self.config.vocab_size
             )));
         }
-        for chunk in tokens.chunks(self.options.prefill_chunk.max(1) as usize) {
+        Ok(())
+    }
+
+    /// DeltaLLM's per-sequence setup before the prompt's first step: the
+    /// context-aware window, and Θ per layer when a target sparsity is set
+    /// (by running the prompt once with Θ = 0 and reading its keys back).
+    fn start_sequence(&mut self, gpu: &Gpu, prompt: &[u32]) -> Result<()> {
+        let Some(state) = &mut self.delta else { return Ok(()) };
+        state.prompt_len = prompt.len() as u32;
+        state.window = state.options.window(state.prompt_len);
+        let (window, sinks, target) = (state.window, state.options.sinks, state.options.target_sparsity);
+        for layer in &mut self.layers {
+            if let Some(d) = &mut layer.delta {
+                d.hybrid.set_window(gpu, window, sinks);
+            }
+        }
+        let Some(target) = target else { return Ok(()) };
+        for layer in &mut self.layers {
+            if let Some(d) = &mut layer.delta {
+                d.keys.set_theta(gpu, 0.0)?;
+            }
+        }
+        for chunk in prompt.chunks(self.options.prefill_chunk.max(1) as usize) {
             self.step(gpu, chunk)?;
         }
+        let mut thresholds = Vec::with_capacity(self.layers.len());
+        for layer in &mut self.layers {
+            let kv = &layer.cache;
+            let k = delta::keys_from_cache(
+                &gpu.read::<f32>(&kv.k)?,
+                prompt.len(),
+                kv.kv_heads as usize,
+                kv.head_dim as usize,
+                kv.max_seq as usize,
+            );
+            let width = (kv.kv_heads * kv.head_dim) as usize;
+            let theta = delta::calibrate_threshold(&k, prompt.len(), width, target);
+            if let Some(d) = &mut layer.delta {
+                d.keys.set_theta(gpu, theta)?;
+            }
+            thresholds.push(theta);
+        }
+        log::info!("DeltaLLM Θ per layer for {:.0} % delta sparsity: {thresholds:?}", 100.0 * target);
+        if let Some(state) = &mut self.delta {
+            state.thresholds = thresholds;
+        }
+        self.position = 0;
+        self.logit_rows = 0;
         Ok(())
+    }
+
+    /// Change DeltaLLM's knobs of a model loaded with [`ModelOptions::delta`]
+    /// (the delta caches are allocated at load); starts a new sequence.
+    pub fn set_delta_options(&mut self, gpu: &Gpu, options: DeltaOptions) -> Result<()> {
+        options.validate()?;
+        if self.delta.is_none() {
+            return Err(Error::Invalid(
+                "this model was loaded without DeltaLLM attention; load it with ModelOptions::delta set".into(),
+            ));
+        }
+        for layer in &mut self.layers {
+            if let Some(d) = &mut layer.delta {
+                d.keys.set_theta(gpu, options.threshold)?;
+            }
+        }
+        self.delta = Some(DeltaState::new(options.clone(), self.layers.len()));
+        self.options.delta = Some(options);
+        self.reset();
+        Ok(())
+    }
+
+    /// Post-RoPE keys of layer `layer` for the positions so far,
+    /// `[position][kv_heads · head_dim]` (read back from its KV cache; for
+    /// tests and statistics).
+    pub fn layer_keys(&self, gpu: &Gpu, layer: usize) -> Result<Vec<f32>> {
+        let kv = &self.layers.get(layer).ok_or_else(|| Error::Invalid(format!("no layer {layer}")))?.cache;
+        Ok(delta::keys_from_cache(
+            &gpu.read::<f32>(&kv.k)?,
+            self.position as usize,
+            kv.kv_heads as usize,
+            kv.head_dim as usize,
+            kv.max_seq as usize,
+        ))
+    }
+
+    /// Θ of each layer for the current sequence (`None` without DeltaLLM).
+    pub fn delta_thresholds(&self) -> Option<&[f32]> {
+        self.delta.as_ref().map(|d| d.thresholds.as_slice())
+    }
+
+    /// The window fixed from the current prompt (`None` without DeltaLLM).
+    pub fn delta_window(&self) -> Option<u32> {
+        self.delta.as_ref().map(|d| d.window)
+    }
+
+    /// DeltaLLM statistics of the sequence so far (DESIGN §2.4), counted on
+    /// the CPU from the delta masks read back; `None` without DeltaLLM.
+    pub fn delta_stats(&self, gpu: &Gpu) -> Result<Option<DeltaReport>> {
+        let Some(state) = &self.delta else { return Ok(None) };
+        let positions = self.position;
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let Some(d) = &layer.delta else { continue };
+            let cache = &d.cache;
+            let nnz = delta::row_nnz(
+                &gpu.read::<u32>(&cache.masks)?,
+                cache.kv_heads as usize,
+                cache.max_seq as usize,
+                cache.mask_words() as usize,
+                positions as usize,
+            );
+            let allocated = layer.cache.k.size
+                + cache.masks.size
+                + cache.values.size
+                + cache.row_starts.size
+                + cache.reference.size;
+            layers.push(delta::layer_stats(
+                i,
+                state.thresholds[i],
+                &nnz,
+                cache.kv_heads as usize,
+                cache.head_dim,
+                state,
+                positions,
+                allocated,
+            ));
+        }
+        Ok(Some(delta::report(state, positions, layers)))
     }
 
     fn step(&mut self, gpu: &Gpu, tokens: &[u32]) -> Result<()> {
@@ -487,8 +678,9 @@ impl Model {
         let pos0 = self.position;
         gpu.write(&self.act.ids, 0, bytemuck::cast_slice(tokens));
         self.embedding.set_rows(gpu, rows)?;
+        let hybrid = self.delta.as_ref().is_some_and(|d| d.hybrid_at(pos0));
         for layer in &mut self.layers {
-            layer.set_step(gpu, rows, pos0)?;
+            layer.set_step(gpu, rows, pos0, hybrid)?;
         }
         let logit_rows = if self.options.all_logits { rows } else { 1 };
         self.final_norm.set_rows(gpu, logit_rows)?;
@@ -556,9 +748,11 @@ impl Model {
             return Err(Error::Invalid("forward_all needs a model loaded with all_logits".into()));
         }
         self.reset();
+        self.check_tokens(tokens)?;
+        self.start_sequence(gpu, tokens)?;
         let mut out = Vec::with_capacity(tokens.len() * self.config.vocab_size);
         for chunk in tokens.chunks(self.options.prefill_chunk.max(1) as usize) {
-            self.forward(gpu, chunk)?;
+            self.step(gpu, chunk)?;
             out.extend(self.step_logits(gpu)?);
         }
         Ok(out)
