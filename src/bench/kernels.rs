@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu};
 use crate::ops::RmsNorm;
 use crate::ops::attention::{Attention, KvCache};
-use crate::ops::delta::{DeltaCache, DeltaKeys, HybridAttention};
+use crate::ops::delta::{DeltaCache, DeltaKeys, HybridAttention, MAX_STEP_ROWS};
 use crate::ops::matmul::{DenseWeight, Matmul};
 use crate::ops::rope::{Rope, RopeTable};
 use crate::ops::sampling::Argmax;
@@ -391,7 +391,7 @@ impl Suite<'_> {
         let pos0 = ctx - rows;
         let cache = KvCache::new(gpu, "bench.kv", s.kv_heads, hd, ctx)?;
         let deltas = DeltaCache::new(gpu, "bench.deltas", s.kv_heads, hd, ctx)?;
-        let k_all = gpu.storage_from("bench.k_all", &keys)?;
+        let k_all = gpu.storage("bench.k_all", (ctx.min(MAX_STEP_ROWS) * kv_dim) as u64 * 4)?;
         let q = gpu.storage_from("bench.q", &pseudo_random((rows * q_dim) as usize, 43))?;
         let k = gpu.storage_from("bench.k", &keys[(pos0 * kv_dim) as usize..])?;
         let v = gpu.storage_from("bench.v", &values[(pos0 * kv_dim) as usize..])?;
@@ -400,15 +400,30 @@ impl Suite<'_> {
         gpu.write(&cache.k, 0, bytemuck::cast_slice(&keys));
         gpu.write(&cache.v, 0, bytemuck::cast_slice(&values));
         let theta = 0.01;
-        let history = DeltaKeys::new(gpu, &deltas, &k_all, ctx, theta)?;
-        gpu.run("bench.delta_history", &history.dispatches())?;
+        let step = ctx.min(MAX_STEP_ROWS);
+        let mut history = DeltaKeys::new(gpu, &deltas, &k_all, step, theta)?;
+        for pos0 in (0..ctx).step_by(step as usize) {
+            let rows = step.min(ctx - pos0);
+            gpu.write(&k_all, 0, bytemuck::cast_slice(&keys[(pos0 * kv_dim) as usize..][..(rows * kv_dim) as usize]));
+            history.set_step(gpu, rows, pos0)?;
+            gpu.run("bench.delta_history", &history.dispatches())?;
+        }
         let sparsity = delta_sparsity(gpu, &deltas, ctx)?;
 
         let window = 64.max((0.05 * ctx as f64).round() as u32);
         let mut dense = Attention::new(gpu, &cache, &q, &k, &v, &out, rows, s.heads)?;
         dense.set_step(gpu, rows, pos0)?;
-        let mut build = DeltaKeys::new(gpu, &deltas, &k, rows, theta)?;
-        build.set_step(gpu, rows, pos0)?;
+        // The step's delta rows, in steps of at most MAX_STEP_ROWS as the model builds them.
+        let mut builds = Vec::new();
+        for start in (0..rows).step_by(MAX_STEP_ROWS as usize) {
+            let n = MAX_STEP_ROWS.min(rows - start);
+            let at = ((pos0 + start) * kv_dim) as usize;
+            let keys_in = gpu.storage_from("bench.k_step", &keys[at..at + (n * kv_dim) as usize])?;
+            let mut op = DeltaKeys::new(gpu, &deltas, &keys_in, n, theta)?;
+            op.set_step(gpu, n, pos0 + start)?;
+            builds.push((keys_in, op));
+        }
+        let build: Vec<&Dispatch> = builds.iter().map(|(_, op)| &op.build).collect();
         let mut hybrid = HybridAttention::new(gpu, &cache, &deltas, &q, &out, rows, s.heads, window, 0)?;
         hybrid.set_step(gpu, rows, pos0)?;
         let shape = format!(
@@ -423,13 +438,7 @@ impl Suite<'_> {
         let delta_bytes = nnz * 4 + (rows * s.kv_heads) as u64 * (deltas.mask_words() as u64 + 1) * 4;
         if self.wants(&names[0]) {
             let bytes = (rows * kv_dim) as u64 * 4 + delta_bytes;
-            self.time(
-                names[0].clone(),
-                format!("{shape}, {rows} rows"),
-                &build.dispatches(),
-                bytes,
-                (rows * kv_dim) as u64,
-            )?;
+            self.time(names[0].clone(), format!("{shape}, {rows} rows"), &build, bytes, (rows * kv_dim) as u64)?;
         }
         // Causal cells a query row attends to, summed over the step's rows.
         let cells: u64 = (pos0..ctx).map(|t| t as u64 + 1).sum();
@@ -456,7 +465,7 @@ impl Suite<'_> {
                 )?;
             } else {
                 // Decode does the whole step: append K/V, one delta row, attend.
-                let step = [&dense.dispatches()[0], &build.build, &hybrid.attend];
+                let step = [dense.dispatches()[0], build[0], &hybrid.attend];
                 self.time(name, format!("{shape}, vs attention {stage} ctx {ctx}"), &step, bytes, dense_ops)?;
             }
         }

@@ -303,7 +303,7 @@ impl Model {
         };
         // A step never holds more tokens than the context.
         let mut options = options;
-        options.prefill_chunk = options.prefill_chunk.clamp(1, max_context);
+        options.prefill_chunk = options.prefill_chunk.clamp(1, max_context.min(crate::ops::delta::MAX_STEP_ROWS));
         let rows = options.prefill_chunk;
         let (hidden, q_dim, kv_dim, inter, vocab) = (
             c.hidden_size as u32,

@@ -25,6 +25,12 @@ use crate::gpu::{Dispatch, Gpu, GpuBuffer, KernelKey};
 /// Both kernels keep a lane's share of a row in registers.
 pub const MAX_HEAD_DIM: u32 = 256;
 
+/// Most rows one [`DeltaKeys`] step may build. The kernel walks a step's
+/// rows in one workgroup loop; on Mesa llvmpipe (Vulkan and GL) that loop
+/// stopped writing after ~1800-4400 rows depending on head_dim (measured:
+/// row 3288 at head_dim 128), silently. Longer prompts are built in steps.
+pub const MAX_STEP_ROWS: u32 = 1024;
+
 /// One layer's delta rows and reference k̂, allocated once for `max_seq`
 /// positions.
 pub struct DeltaCache {
@@ -119,10 +125,14 @@ impl DeltaKeys {
     /// starts with `rows = max_rows`, `pos0 = 0`.
     pub fn new(gpu: &Gpu, cache: &DeltaCache, k_new: &GpuBuffer, max_rows: u32, theta: f32) -> Result<Self> {
         check_theta(theta)?;
-        if max_rows == 0 || max_rows > cache.max_seq {
+        if max_rows == 0 || max_rows > cache.max_seq.min(MAX_STEP_ROWS) {
             return Err(Error::shape(
                 "delta_keys",
-                format!("max_rows must be in 1..={} (the cache's max_seq), got {max_rows}", cache.max_seq),
+                format!(
+                    "max_rows must be in 1..={} (the cache's max_seq, at most {MAX_STEP_ROWS} per step: build longer \
+                     prompts in steps), got {max_rows}",
+                    cache.max_seq.min(MAX_STEP_ROWS)
+                ),
             ));
         }
         check_len("delta_keys", k_new, max_rows as u64 * cache.kv_heads as u64 * cache.head_dim as u64, 4)?;

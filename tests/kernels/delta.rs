@@ -3,7 +3,7 @@ use deltallm::cpu::attention::causal_attention;
 use deltallm::cpu::delta::{delta_keys, delta_stats, hybrid_attention};
 use deltallm::gpu::GpuBuffer;
 use deltallm::ops::attention::{Attention, KvCache};
-use deltallm::ops::delta::{DeltaCache, DeltaKeys, HybridAttention};
+use deltallm::ops::delta::{DeltaCache, DeltaKeys, HybridAttention, MAX_STEP_ROWS};
 use rand::Rng;
 
 /// f32 dot products, an f32 prefix sum of up to a few hundred q·Δk terms and
@@ -343,6 +343,11 @@ fn bad_shapes_are_errors() {
     assert!(build.set_step(gpu, 3, 0).is_err(), "more rows than allocated");
     assert!(build.set_step(gpu, 1, 16).is_err(), "past the cache");
     assert!(build.set_theta(gpu, f32::INFINITY).is_err());
+    let long = DeltaCache::new(gpu, "long", 1, 8, MAX_STEP_ROWS + 1).unwrap();
+    let k_long = buffer((MAX_STEP_ROWS as usize + 1) * 8);
+    let err = DeltaKeys::new(gpu, &long, &k_long, MAX_STEP_ROWS + 1, 0.1).err().expect("a step over MAX_STEP_ROWS");
+    assert!(err.to_string().contains("in steps"), "{err}");
+    assert!(DeltaKeys::new(gpu, &long, &k_long, MAX_STEP_ROWS, 0.1).is_ok());
 
     assert!(HybridAttention::new(gpu, &cache, &deltas, &q, &out, 2, 4, 4, 0).is_ok());
     assert!(HybridAttention::new(gpu, &cache, &deltas, &q, &out, 2, 3, 4, 0).is_err(), "heads vs kv_heads");
