@@ -114,7 +114,13 @@ fn weights_split_into_many_chunks_give_the_same_logits() {
     // 128256-token table takes under the 128 MiB binding limit.
     let weights = tiny(Architecture::Llama, 17);
     let expected = deltallm::cpu::model::forward_all(&weights, &TOKENS);
-    let options = ModelOptions { max_context: 32, prefill_chunk: 4, all_logits: true, weight_chunk_rows: Some(64) };
+    let options = ModelOptions {
+        max_context: 32,
+        prefill_chunk: 4,
+        all_logits: true,
+        weight_chunk_rows: Some(64),
+        ..Default::default()
+    };
     let mut model = Model::load(gpu(), &weights, options).unwrap();
     let got = model.forward_all(gpu(), &TOKENS).unwrap();
     let err = rel_l2(&got, &expected);

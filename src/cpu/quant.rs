@@ -225,6 +225,39 @@ pub fn linear_q(format: BlockFormat, blocks: &[u8], n: usize, k: usize, x: &[f32
     matmul_q(format, blocks, n, k, &quantize_q8(x, k)?)
 }
 
+/// Quantize f32 weights `[rows][k]` (k a multiple of 32) to file blocks with
+/// round-to-nearest, in the manner of ggml's reference quantizers (not bit
+/// for bit): for synthetic models in tests and benchmarks.
+pub fn quantize_blocks(format: BlockFormat, w: &[f32]) -> Vec<u8> {
+    assert!(w.len().is_multiple_of(BLOCK), "{} values are not whole blocks", w.len());
+    let mut out = Vec::with_capacity(w.len() / BLOCK * format.block_bytes());
+    for block in w.chunks_exact(BLOCK) {
+        let (min, max) = block.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let extreme = if max.abs() > min.abs() { max } else { min };
+        let (d, m) = match format {
+            BlockFormat::Q4_0 => (extreme / -8.0, 0.0),
+            BlockFormat::Q4_1 => ((max - min) / 15.0, min),
+            BlockFormat::Q8_0 => (extreme.abs() / 127.0, 0.0),
+        };
+        let (d16, m16) = (f16::from_f32(d), f16::from_f32(m));
+        let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend(d16.to_le_bytes());
+        let code = |v: f32, lo: f32, hi: f32| ((v - m) * inverse).round().clamp(lo, hi);
+        match format {
+            BlockFormat::Q8_0 => out.extend(block.iter().map(|&v| code(v, -127.0, 127.0) as i8 as u8)),
+            BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
+                if format.has_min() {
+                    out.extend(m16.to_le_bytes());
+                }
+                let offset = if format == BlockFormat::Q4_0 { 8.0 } else { 0.0 };
+                let nibble = |v: f32| (code(v, -offset, 15.0 - offset) + offset) as u8;
+                out.extend((0..16).map(|j| nibble(block[j]) | nibble(block[j + 16]) << 4));
+            }
+        }
+    }
+    out
+}
+
 /// Weight blocks in the GPU layout of `shaders/matmul_q.wgsl`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GpuBlocks {
@@ -303,6 +336,18 @@ mod tests {
             let (q, d, m) = block_values(format, &bytes);
             let got: Vec<f32> = q.iter().map(|&v| d * v as f32 + m).collect();
             assert_eq!(got, expected, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn quantized_blocks_dequantize_close_to_the_weights() {
+        let w: Vec<f32> = (0..96).map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * 0.3).collect();
+        for format in [BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q8_0] {
+            let blocks = quantize_blocks(format, &w);
+            assert_eq!(blocks.len(), format.row_bytes(96));
+            let back = crate::loader::quants::dequantize(format.ggml_type(), &blocks, 96).unwrap();
+            let step = if format == BlockFormat::Q8_0 { 0.3 / 127.0 } else { 0.6 / 15.0 };
+            assert!(w.iter().zip(&back).all(|(a, b)| (a - b).abs() <= step), "{format:?}: {back:?}");
         }
     }
 
