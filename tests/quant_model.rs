@@ -74,6 +74,17 @@ fn native_blocks_match_the_cpu_reference() {
 }
 
 #[test]
+fn dequantized_weights_give_the_dense_path() {
+    let weights = tiny_quantized(BlockFormat::Q4_1, 45);
+    let dense = weights.dequantized();
+    assert!(!dense.layers[0].down_proj.is_quantized() && !dense.embed_tokens.is_quantized());
+    let expected = deltallm::cpu::model::forward_all(&dense, &TOKENS);
+    let got = Model::load(gpu(), &weights, options(false)).unwrap().forward_all(gpu(), &TOKENS).unwrap();
+    let err = rel_l2(&got, &expected);
+    assert!(err < 1e-4, "dequantized path vs f32 CPU reference: relative L2 {err:e}");
+}
+
+#[test]
 fn native_blocks_decode_equals_prefill() {
     let weights = tiny_quantized(BlockFormat::Q4_1, 41);
     let options = ModelOptions { all_logits: false, prefill_chunk: 8, ..options(true) };

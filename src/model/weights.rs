@@ -126,6 +126,32 @@ impl ModelWeights {
         self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
     }
 
+    /// A copy with every GGUF block matrix dequantized to f32: what the GPU
+    /// runs with `ModelOptions::native_quant` off, for the CPU reference to
+    /// compare against. (With int8 activation rounding a whole model
+    /// amplifies last-bit differences to about the size of the rounding
+    /// itself, so GPU and CPU agree closely only on the dequantized path.)
+    pub fn dequantized(&self) -> ModelWeights {
+        let mut w = self.clone();
+        let matrices = w.layers.iter_mut().flat_map(|l| {
+            [
+                &mut l.q_proj,
+                &mut l.k_proj,
+                &mut l.v_proj,
+                &mut l.o_proj,
+                &mut l.gate_proj,
+                &mut l.up_proj,
+                &mut l.down_proj,
+            ]
+        });
+        for m in matrices.chain([&mut w.embed_tokens]).chain(w.lm_head.as_mut()) {
+            if m.is_quantized() {
+                m.data = MatrixData::F32(m.to_f32());
+            }
+        }
+        w
+    }
+
     /// Load from a folder with `config.json` + safetensors, or a `.gguf` file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
