@@ -36,6 +36,7 @@ pub const SHADERS: &[Shader] = &[
     shader!("delta_keys"),
     shader!("elementwise"),
     shader!("embedding", &["PACKED"], &["PACKED", "BF16"]),
+    shader!("embedding_q", &["Q4", "Q4_0"], &["Q4", "Q4_1"]),
     shader!("matmul_f16", &["BF16"]),
     shader!("matmul_f32"),
     shader!("matmul_q", &["Q4", "Q4_0"], &["Q4", "Q4_1"]),

@@ -32,7 +32,7 @@ use crate::ops::attention::{Attention, KvCache};
 use crate::ops::elementwise::{AddInPlace, GatedActivation, GatedMul};
 use crate::ops::embedding::Embedding;
 use crate::ops::matmul::{DenseWeight, Matmul};
-use crate::ops::quant::{Q8Activations, QuantMatmul, QuantWeight, QuantizeQ8};
+use crate::ops::quant::{Q8Activations, QuantEmbedding, QuantMatmul, QuantWeight, QuantizeQ8};
 use crate::ops::rope::{Rope, RopeTable};
 use crate::ops::sampling::Argmax;
 use crate::ops::ternary::{Int8Activations, QuantizeInt8, TernaryMatmul, TernaryWeight};
@@ -106,12 +106,37 @@ impl LinearWeight {
             )?),
         })
     }
+}
 
-    fn dense(self, what: &str) -> Result<DenseWeight> {
+/// The embedding gather, from a dense table or from GGUF blocks (which a
+/// tied lm_head then shares).
+enum TokenEmbedding {
+    Dense(Embedding),
+    Blocks(QuantEmbedding),
+}
+
+impl TokenEmbedding {
+    fn new(gpu: &Gpu, table: &LinearWeight, ids: &GpuBuffer, out: &GpuBuffer, max_tokens: u32) -> Result<Self> {
+        Ok(match table {
+            LinearWeight::Dense(t) => TokenEmbedding::Dense(Embedding::new(gpu, t, ids, out, max_tokens)?),
+            LinearWeight::Quant(t) => TokenEmbedding::Blocks(QuantEmbedding::new(gpu, t, ids, out, max_tokens)?),
+            LinearWeight::Ternary(_) => {
+                return Err(Error::Invalid("embed_tokens must be a dense matrix or GGUF blocks, not ternary".into()));
+            }
+        })
+    }
+
+    fn set_rows(&mut self, gpu: &Gpu, rows: u32) -> Result<()> {
         match self {
-            LinearWeight::Dense(d) => Ok(d),
-            LinearWeight::Ternary(_) => Err(Error::Invalid(format!("{what} must be a dense matrix, not ternary"))),
-            LinearWeight::Quant(_) => Err(Error::Invalid(format!("{what} must be a dense matrix, not GGUF blocks"))),
+            TokenEmbedding::Dense(e) => e.set_rows(gpu, rows),
+            TokenEmbedding::Blocks(e) => e.set_rows(gpu, rows),
+        }
+    }
+
+    fn dispatches(&self) -> &[Dispatch] {
+        match self {
+            TokenEmbedding::Dense(e) => e.dispatches(),
+            TokenEmbedding::Blocks(e) => e.dispatches(),
         }
     }
 }
@@ -324,7 +349,7 @@ pub struct Model {
     /// KV-cache length in tokens.
     pub max_context: u32,
     act: Activations,
-    embedding: Embedding,
+    embedding: TokenEmbedding,
     layers: Vec<Layer>,
     final_norm: RmsNorm,
     quantize_final_in: Option<Quantize>,
@@ -409,10 +434,9 @@ impl Model {
         };
 
         let rope_table = RopeTable::from_inv_freq(gpu, c.head_dim as u32, &weights.rope_inv_freq, max_context)?;
-        // The gather needs dense rows: GGUF blocks are dequantized for it.
-        let embed = LinearWeight::upload(gpu, "embed_tokens", &weights.embed_tokens, options.weight_chunk_rows, false)?
-            .dense("embed_tokens")?;
-        let embedding = Embedding::new(gpu, &embed, &act.ids, &act.h, rows)?;
+        let embed =
+            LinearWeight::upload(gpu, "embed_tokens", &weights.embed_tokens, options.weight_chunk_rows, native_quant)?;
+        let embedding = TokenEmbedding::new(gpu, &embed, &act.ids, &act.h, rows)?;
         let eps = c.rms_norm_eps;
         let vector = |label: &str, v: &[f32]| gpu.storage_from(label, v);
         let quantize = |x: &GpuBuffer, x8: &Option<QuantizedInput>| -> Result<Option<Quantize>> {
@@ -522,11 +546,7 @@ impl Model {
         let final_norm = RmsNorm::new(gpu, final_in, &final_norm_weight, &act.final_x, logit_rows, hidden, eps)?;
         let lm_head_weight = match &weights.lm_head {
             Some(m) => LinearWeight::upload(gpu, "lm_head", m, options.weight_chunk_rows, native_quant)?,
-            // Tied GGUF blocks are uploaded a second time, as blocks, for the lm_head.
-            None if output_blocks => {
-                LinearWeight::upload(gpu, "lm_head", &weights.embed_tokens, options.weight_chunk_rows, true)?
-            }
-            None => LinearWeight::Dense(embed),
+            None => embed,
         };
         let quantize_final_in = quantize(&act.final_x, &act.x8_final)?;
         let lm_head = Linear::new(gpu, &lm_head_weight, &act.final_x, act.x8_final.as_ref(), &act.logits, logit_rows)?;

@@ -1,5 +1,6 @@
 //! GGUF block-quantized linears on the GPU (`shaders/quantize_q8.wgsl`,
-//! `shaders/matmul_q.wgsl`); CPU twin [`crate::cpu::quant`].
+//! `shaders/matmul_q.wgsl`), and the embedding gather from the same blocks
+//! (`shaders/embedding_q.wgsl`); CPU twin [`crate::cpu::quant`].
 //!
 //! Like a BitNet linear, a Q4_0/Q4_1/Q8_0 linear is two ops: [`QuantizeQ8`]
 //! rounds f32 activations to int8 blocks of 32 ([`Q8Activations`], shared
@@ -29,6 +30,12 @@ const ROWS_PER_WORKGROUP: u32 = 64 * 4;
 const GEMM_TOKENS_PER_INVOCATION: u32 = 4;
 /// Blocks quantized per workgroup (`WG` in quantize_q8.wgsl).
 const QUANTIZE_BLOCKS_PER_WORKGROUP: u32 = 64;
+
+fn block_defines(key: KernelKey, format: BlockFormat) -> KernelKey {
+    key.define_if(format != BlockFormat::Q8_0, "Q4")
+        .define_if(format == BlockFormat::Q4_0, "Q4_0")
+        .define_if(format == BlockFormat::Q4_1, "Q4_1")
+}
 
 /// Rows `first_row .. first_row + rows` of a [`QuantWeight`].
 #[derive(Clone, Debug)]
@@ -236,12 +243,7 @@ impl QuantMatmul {
         check_len(OP, &act.x_sum, act.max_rows as u64 * blocks as u64, 4)?;
         check_len(OP, out, act.max_rows as u64 * weight.rows as u64, 4)?;
         let format = weight.format;
-        let key = |entry| {
-            KernelKey::new("matmul_q", entry)
-                .define_if(format != BlockFormat::Q8_0, "Q4")
-                .define_if(format == BlockFormat::Q4_0, "Q4_0")
-                .define_if(format == BlockFormat::Q4_1, "Q4_1")
-        };
+        let key = |entry| block_defines(KernelKey::new("matmul_q", entry), format);
         let scale_words = if format.has_min() { 2 } else { 1 };
         let mut op =
             QuantMatmul { gemv: Vec::new(), gemm: Vec::new(), params: Vec::new(), max_rows: act.max_rows, rows: 0 };
@@ -307,5 +309,96 @@ impl QuantMatmul {
     pub fn run(&self, gpu: &Gpu) -> Result<()> {
         let dispatches: Vec<&Dispatch> = self.dispatches().iter().collect();
         gpu.run("matmul_q", &dispatches)
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GatherParams {
+    tokens: u32,
+    blocks: u32,
+    first_row: u32,
+    chunk_rows: u32,
+    vocab: u32,
+    owns_invalid: u32,
+    invalid_value: f32,
+    _pad: u32,
+}
+
+/// `out[t] = dequantize(table[ids[t]])`: the embedding gather from a table
+/// of GGUF blocks ([`QuantWeight`], `[vocab][dim]`), so a tied table serves
+/// the lm_head and the embedding from one copy. One dispatch per chunk; an
+/// id past the vocabulary gives a NaN row (see `shaders/embedding_q.wgsl`).
+pub struct QuantEmbedding {
+    dispatches: Vec<Dispatch>,
+    params: Vec<(GatherParams, GpuBuffer)>,
+    max_tokens: u32,
+}
+
+impl QuantEmbedding {
+    /// Build for up to `max_tokens` ids (u32 `[max_tokens]`) and `out` f32 `[max_tokens][dim]`.
+    pub fn new(gpu: &Gpu, table: &QuantWeight, ids: &GpuBuffer, out: &GpuBuffer, max_tokens: u32) -> Result<Self> {
+        const OP: &str = "embedding_q";
+        if max_tokens == 0 {
+            return Err(Error::shape(OP, "max_tokens must be positive"));
+        }
+        check_len(OP, ids, max_tokens as u64, 4)?;
+        check_len(OP, out, max_tokens as u64 * table.cols as u64, 4)?;
+        let key = block_defines(KernelKey::new("embedding_q", "main"), table.format);
+        let blocks = table.cols / BLOCK as u32;
+        let mut op = QuantEmbedding { dispatches: Vec::new(), params: Vec::new(), max_tokens };
+        let mut covered = 0;
+        for (index, chunk) in table.chunks.iter().enumerate() {
+            if chunk.first_row != covered || chunk.rows == 0 {
+                return Err(Error::shape(OP, format!("table '{}' has a gap in its chunks", table.label)));
+            }
+            covered += chunk.rows;
+            let params = GatherParams {
+                tokens: max_tokens,
+                blocks,
+                first_row: chunk.first_row,
+                chunk_rows: chunk.rows,
+                vocab: table.rows,
+                owns_invalid: (index == 0) as u32,
+                invalid_value: f32::NAN,
+                _pad: 0,
+            };
+            let buffer = gpu.uniform_from(&format!("{}.gather params[{index}]", table.label), &params)?;
+            let label = format!("embedding_q {}[{index}]", table.label);
+            let buffers = [&buffer, ids, &chunk.qs, &chunk.scales, out];
+            op.dispatches.push(gpu.dispatch(&label, &key, &buffers, gpu.grid(max_tokens))?);
+            op.params.push((params, buffer));
+        }
+        if covered != table.rows {
+            return Err(Error::shape(
+                OP,
+                format!("table '{}' chunks cover {covered} of {} rows", table.label, table.rows),
+            ));
+        }
+        Ok(op)
+    }
+
+    /// Gather `tokens` ids in the next submit (no allocation).
+    pub fn set_rows(&mut self, gpu: &Gpu, tokens: u32) -> Result<()> {
+        if tokens > self.max_tokens {
+            return Err(Error::shape("embedding_q", format!("{tokens} tokens > {} allocated", self.max_tokens)));
+        }
+        for (index, (params, buffer)) in self.params.iter_mut().enumerate() {
+            params.tokens = tokens;
+            gpu.write(buffer, 0, bytemuck::bytes_of(params));
+            self.dispatches[index].set_workgroups(gpu.grid(tokens));
+        }
+        Ok(())
+    }
+
+    /// One dispatch per chunk.
+    pub fn dispatches(&self) -> &[Dispatch] {
+        &self.dispatches
+    }
+
+    /// Record and submit on its own (tests).
+    pub fn run(&self, gpu: &Gpu) -> Result<()> {
+        let dispatches: Vec<&Dispatch> = self.dispatches.iter().collect();
+        gpu.run("embedding_q", &dispatches)
     }
 }

@@ -1,6 +1,6 @@
 use crate::common::*;
 use deltallm::cpu::quant::{self as cpu_quant, BLOCK, BlockFormat, Q8Rows};
-use deltallm::ops::quant::{Q8Activations, QuantMatmul, QuantWeight, QuantizeQ8};
+use deltallm::ops::quant::{Q8Activations, QuantEmbedding, QuantMatmul, QuantWeight, QuantizeQ8};
 use half::f16;
 use rand::Rng;
 
@@ -200,4 +200,46 @@ fn bad_shapes_are_errors() {
     assert!(op.set_rows(gpu, 3).is_err(), "more rows than allocated");
     let x = gpu.storage("x", 64 * 4).unwrap();
     assert!(QuantizeQ8::new(gpu, &x, &act).is_err(), "x too small");
+}
+
+// ---------------------------------------------------------------- gather
+
+#[test]
+fn embedding_gather_dequantizes_exactly() {
+    let gpu = gpu();
+    let mut rng = rng(100);
+    let (vocab, dim) = (75u32, 96u32);
+    let ids: Vec<u32> = vec![3, 74, 0, 40, 3, 1000, 69];
+    for format in FORMATS {
+        let blocks = random_blocks(&mut rng, format, vocab as usize, dim as usize);
+        let table = deltallm::loader::dequantize(format.ggml_type(), &blocks, (vocab * dim) as usize).unwrap();
+        // One chunk, and chunks of 32 rows (the last partial).
+        for chunk_rows in [None, Some(32)] {
+            let weight =
+                QuantWeight::upload_with_chunk_rows(gpu, "t", format, &blocks, vocab, dim, chunk_rows).unwrap();
+            let id_buffer = gpu.storage_from("ids", &ids).unwrap();
+            let out = poisoned(gpu, "out", ids.len() * dim as usize);
+            let mut op = QuantEmbedding::new(gpu, &weight, &id_buffer, &out, ids.len() as u32).unwrap();
+            op.set_rows(gpu, ids.len() as u32).unwrap();
+            op.run(gpu).unwrap();
+            let got: Vec<f32> = gpu.read(&out).unwrap();
+            for (t, &id) in ids.iter().enumerate() {
+                let row = &got[t * dim as usize..(t + 1) * dim as usize];
+                if id >= vocab {
+                    assert!(row.iter().all(|v| v.is_nan()), "{format:?}: id {id} past the vocabulary gives NaN");
+                } else {
+                    let expected = &table[(id * dim) as usize..((id + 1) * dim) as usize];
+                    // d·q is exact in f32: bit-for-bit equal to the CPU dequantizer.
+                    assert_eq!(row, expected, "{format:?} chunks {chunk_rows:?}: token {t} (id {id})");
+                }
+            }
+        }
+    }
+    let weight =
+        QuantWeight::upload(gpu, "t", BlockFormat::Q8_0, &random_blocks(&mut rng, BlockFormat::Q8_0, 4, 32), 4, 32)
+            .unwrap();
+    let ids = gpu.storage("ids", 8).unwrap();
+    let small = gpu.storage("out", 32 * 4).unwrap();
+    assert!(QuantEmbedding::new(gpu, &weight, &ids, &small, 2).is_err(), "output too small");
+    assert!(QuantEmbedding::new(gpu, &weight, &ids, &small, 0).is_err(), "no tokens");
 }
