@@ -37,9 +37,18 @@ fn f32s(v: &Value) -> Vec<f32> {
 }
 
 fn engine(path: &Path, all_logits: bool) -> Engine {
+    engine_with(path, ModelOptions { all_logits, ..Default::default() })
+}
+
+/// GGUF block weights dequantized to f32 (the F32 twin's function).
+fn f32_engine(path: &Path, all_logits: bool) -> Engine {
+    engine_with(path, ModelOptions { all_logits, native_quant: false, ..Default::default() })
+}
+
+fn engine_with(path: &Path, options: ModelOptions) -> Engine {
     let gpu = Gpu::new_blocking(&GpuOptions::from_env()).expect("a GPU adapter");
     let files = ModelFiles::load(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let options = ModelOptions { max_context: 512, prefill_chunk: 32, all_logits, ..Default::default() };
+    let options = ModelOptions { max_context: 512, prefill_chunk: 32, ..options };
     Engine::new(gpu, files, options).unwrap()
 }
 
@@ -114,8 +123,10 @@ fn tiny_llama_gguf_matches_llama_cpp() {
             match run["weights"].as_str().unwrap() {
                 // llama.cpp keeps its KV cache in f16: ~1e-3 relative error.
                 "f32" => check_reference(&gguf, run["prompts"].as_array().unwrap(), 1e-2, 1.0, 0.02),
-                // llama.cpp also quantizes matmul inputs to Q8_0 (we do not): loose check.
-                _ => check_reference(&gguf, run["prompts"].as_array().unwrap(), 6e-2, 0.9, 0.5),
+                // Native Q8_0 blocks with llama.cpp's int8 rounding of matmul inputs:
+                // 1.3e-6 here, except a prompt where one rounding lands on a tie within
+                // an f32 ulp and the flip spreads (4.5e-3 on "chat").
+                _ => check_reference(&gguf, run["prompts"].as_array().unwrap(), 1e-2, 0.95, 0.05),
             }
         }
     }
@@ -215,7 +226,7 @@ fn teacher_forcing(e: &mut Engine, reference: &Value) -> (usize, usize) {
 fn smollm2_teacher_forcing_agrees_with_llama_cpp_on_the_f32_twin() {
     let Some(path) = smollm2() else { return };
     let reference = json("ref-smollm2-f32.llamacpp.json");
-    let (agree, positions) = teacher_forcing(&mut engine(&path, true), &reference);
+    let (agree, positions) = teacher_forcing(&mut f32_engine(&path, true), &reference);
     let rate = agree as f64 / positions as f64;
     eprintln!("SmolLM2 vs llama.cpp F32 twin: top-1 agrees at {agree}/{positions} = {rate:.4}");
     assert!(rate >= 0.98, "top-1 agreement {rate:.4} < 0.98");
@@ -246,7 +257,7 @@ fn smollm2_teacher_forcing_agrees_with_llama_cpp_q4_1() {
 fn smollm2_greedy_continuations_match_llama_cpp_on_the_f32_twin() {
     let Some(path) = smollm2() else { return };
     let reference = json("ref-smollm2-f32.llamacpp.json");
-    let mut e = engine(&path, false);
+    let mut e = f32_engine(&path, false);
     for case in reference["greedy"].as_array().unwrap() {
         let expected = u32s(&case["greedy"]);
         let got = greedy(&mut e, &u32s(&case["prompt_ids"]), expected.len());
@@ -269,8 +280,9 @@ fn smollm2_greedy_continuations_match_llama_cpp_q4_1() {
         let expected = u32s(&case["greedy"]);
         let got = greedy(&mut e, &u32s(&case["prompt_ids"]), expected.len());
         let kind = case["kind"].as_str().unwrap();
-        // Steps closer than 0.1 logits are inside llama.cpp's own noise.
-        let n = assert_greedy_matches(kind, &got, &expected, &f32s(&case["greedy_margins"]), 0.1);
+        // Steps closer than 0.3 logits are inside llama.cpp's own noise: its
+        // batched and token-by-token runs disagree at margins up to 0.26.
+        let n = assert_greedy_matches(kind, &got, &expected, &f32s(&case["greedy_margins"]), 0.3);
         eprintln!("SmolLM2 {kind}: {n} of {} greedy tokens compared and equal", expected.len());
         if kind == "chat" {
             assert_eq!(n, expected.len(), "the chat reply has no near-ties and must match whole");
@@ -295,8 +307,11 @@ fn smollm2_gpu_logits_match_the_cpu_reference() {
     let reference = json("ref-smollm2.llamacpp.json");
     let ids: Vec<u32> = u32s(&reference["teacher_forcing"][0]["ids"]).into_iter().take(24).collect();
     let files = ModelFiles::load(&path).unwrap();
-    let expected = deltallm::cpu::model::forward_all(&files.weights, &ids);
-    let mut e = engine(&path, true);
+    // The f32 function: with int8 rounding of activations (the native path)
+    // a last-bit difference flips a rounding and moves logits by ~1e-2, so
+    // that path is checked kernel by kernel (tests/kernels/quant.rs).
+    let expected = deltallm::cpu::model::forward_all(&files.weights.dequantized(), &ids);
+    let mut e = f32_engine(&path, true);
     let got = e.model.forward_all(&e.gpu, &ids).unwrap();
     let err = rel_l2(&got, &expected);
     eprintln!("SmolLM2 GPU vs CPU reference over {} positions: relative L2 {err:e}", ids.len());

@@ -1,6 +1,7 @@
 //! The kernel suite: every op the decode step spends its time in, at the
 //! shapes of BitNet-2B4T (DESIGN §3) and Llama-3.2-1B (DESIGN §4), with a
-//! copy kernel as the bandwidth yardstick.
+//! copy kernel as the bandwidth yardstick; the GGUF block kernels run at
+//! SmolLM2-135M's shapes (the Q4_1 model the tests fetch).
 //!
 //! Each case builds its op once, then [`Timer::time`] warms it up and times
 //! it. Byte counts are the least each kernel must move: the weights once,
@@ -11,6 +12,7 @@
 use super::copy::Copy;
 use super::timer::{Repetitions, Timer};
 use super::{BenchOptions, KernelRow};
+use crate::cpu::quant::{BlockFormat, quantize_blocks};
 use crate::cpu::ternary::ScaleConvention;
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu};
@@ -18,6 +20,7 @@ use crate::ops::RmsNorm;
 use crate::ops::attention::{Attention, KvCache};
 use crate::ops::delta::{DeltaCache, DeltaKeys, HybridAttention, MAX_STEP_ROWS};
 use crate::ops::matmul::{DenseWeight, Matmul};
+use crate::ops::quant::{Q8Activations, QuantMatmul, QuantWeight, QuantizeQ8};
 use crate::ops::rope::{Rope, RopeTable};
 use crate::ops::sampling::Argmax;
 use crate::ops::ternary::{Int8Activations, QuantizeInt8, TernaryMatmul, TernaryWeight};
@@ -39,6 +42,11 @@ pub struct Shapes {
     pub contexts: Vec<u32>,
     /// Prompt lengths of the prefill attention cases.
     pub prefill_contexts: Vec<u32>,
+    /// SmolLM2-135M's hidden, intermediate and vocabulary sizes (multiples
+    /// of 32), for the GGUF block kernels.
+    pub gguf_hidden: u32,
+    pub gguf_intermediate: u32,
+    pub gguf_vocab: u32,
     pub copy_bytes: u64,
     /// Per case; a slow case stops at the minimum.
     pub reps: Repetitions,
@@ -58,6 +66,9 @@ impl Shapes {
             prefill_tokens: 64,
             contexts: vec![512, 1024, 2048, 4096],
             prefill_contexts: vec![512, 1024, 2048],
+            gguf_hidden: 576,
+            gguf_intermediate: 1536,
+            gguf_vocab: 49152,
             copy_bytes: 64 << 20,
             reps: Repetitions { warmup: 2, min: 5, max: 100, budget_ms: 1500.0 },
         }
@@ -76,6 +87,9 @@ impl Shapes {
             prefill_tokens: 8,
             contexts: vec![100],
             prefill_contexts: vec![40],
+            gguf_hidden: 96,
+            gguf_intermediate: 224,
+            gguf_vocab: 1000,
             copy_bytes: 1 << 20,
             reps: Repetitions { warmup: 1, min: 3, max: 5, budget_ms: 50.0 },
         }
@@ -249,6 +263,49 @@ impl Suite<'_> {
             if self.wants(&f32_gemv) {
                 let weight = DenseWeight::upload_f32(self.gpu, "bench.w", &values(), n, k)?;
                 self.dense_matmul(f32_gemv, &weight, 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// GGUF block GEMVs at SmolLM2's shapes (Q4_1 linears, the tied Q8_0
+    /// lm_head) beside the f32 GEMV the dequantized path runs, and the Q8
+    /// activation quantization that feeds them.
+    fn quant(&mut self) -> Result<()> {
+        let (hidden, inter, vocab) = (self.shapes.gguf_hidden, self.shapes.gguf_intermediate, self.shapes.gguf_vocab);
+        let cases = [
+            (BlockFormat::Q4_1, hidden, inter),
+            (BlockFormat::Q4_1, inter, hidden),
+            (BlockFormat::Q8_0, hidden, vocab),
+        ];
+        for (format, k, n) in cases {
+            let block_name = format!("{} gemv {k}->{n}", format!("{format:?}").to_lowercase());
+            let f32_name = format!("f32 gemv {k}->{n}");
+            let values = || pseudo_random((n * k) as usize, n.wrapping_mul(3) ^ k);
+            if self.wants(&block_name) {
+                let gpu = self.gpu;
+                let blocks = quantize_blocks(format, &values());
+                let weight = QuantWeight::upload(gpu, "bench.blocks", format, &blocks, n, k)?;
+                drop(blocks);
+                let x = gpu.storage_from("bench.x", &pseudo_random(k as usize, 43))?;
+                let act = Q8Activations::new(gpu, "bench.act", 1, k)?;
+                let out = gpu.storage("bench.out", n as u64 * 4)?;
+                let quantize = QuantizeQ8::new(gpu, &x, &act)?;
+                gpu.run("bench.quantize_q8", &[&quantize.dispatch])?;
+                let matmul = QuantMatmul::new(gpu, &act, &weight, &out)?;
+                let dispatches: Vec<&Dispatch> = matmul.dispatches().iter().collect();
+                // int8 activations with 12 bytes of (d, s, sum) per block.
+                let bytes = weight.bytes() + k as u64 + k as u64 / 32 * 12 + n as u64 * 4;
+                self.time(block_name, format!("M=1 K={k} N={n}"), &dispatches, bytes, 2 * k as u64 * n as u64)?;
+                let qname = format!("quantize q8 {k}");
+                if n == inter && self.wants(&qname) {
+                    let bytes = k as u64 * 4 + k as u64 + k as u64 / 32 * 12;
+                    self.time(qname, format!("M=1 K={k}"), &[&quantize.dispatch], bytes, 3 * k as u64)?;
+                }
+            }
+            if self.wants(&f32_name) {
+                let weight = DenseWeight::upload_f32(self.gpu, "bench.w", &values(), n, k)?;
+                self.dense_matmul(f32_name, &weight, 1)?;
             }
         }
         Ok(())
@@ -492,6 +549,7 @@ pub fn run(gpu: &Gpu, timer: &Timer, options: &BenchOptions, progress: &mut dyn 
     suite.ternary()?;
     suite.dense()?;
     suite.lm_heads()?;
+    suite.quant()?;
     suite.rmsnorm()?;
     suite.rope()?;
     suite.attention()?;

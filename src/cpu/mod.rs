@@ -8,6 +8,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
 pub mod model;
+pub mod quant;
 pub mod rmsnorm;
 pub mod rope;
 pub mod sampling;

@@ -7,16 +7,20 @@
 //! (DESIGN §2): per layer, the delta rule over the post-RoPE keys and k̂
 //! substituted for keys outside the window and sinks.
 
-use crate::cpu::{attention, delta, elementwise, matmul, rmsnorm, rope, ternary};
+use crate::cpu::{attention, delta, elementwise, matmul, quant, rmsnorm, rope, ternary};
 use crate::loader::config::{Activation, ModelConfig};
 use crate::model::weights::{Matrix, MatrixData, ModelWeights};
 
 /// `y = x · Wᵀ` for `tokens` rows of x: BitLinear for ternary weights
-/// (per-token int8 activations), f32 matmul otherwise.
+/// (per-token int8 activations), llama.cpp's Q8 block arithmetic for GGUF
+/// blocks (as the GPU's native path), f32 matmul otherwise.
 pub fn linear(w: &Matrix, x: &[f32], tokens: usize) -> Vec<f32> {
     match &w.data {
         MatrixData::Ternary { values, scale, convention } => {
             ternary::bitlinear(x, values, tokens, w.rows, w.cols, *scale, *convention)
+        }
+        MatrixData::Quantized { format, blocks } => {
+            quant::linear_q(*format, blocks, w.rows, w.cols, x).expect("quantized matrix blocks were checked at load")
         }
         _ => matmul::matmul(&w.to_f32(), x, tokens, w.rows, w.cols),
     }
@@ -120,7 +124,7 @@ fn forward_with_attention(
     }
 
     let x = rmsnorm(&h, &weights.norm, hidden, eps);
-    // The output projection is never quantized (DESIGN §3).
+    // The output projection is never ternary (DESIGN §3); GGUF blocks run as llama.cpp runs them.
     let out = weights.output();
-    matmul::matmul(&out.to_f32(), &x, t, out.rows, out.cols)
+    if out.is_quantized() { linear(out, &x, t) } else { matmul::matmul(&out.to_f32(), &x, t, out.rows, out.cols) }
 }

@@ -40,6 +40,7 @@ use crate::ops::attention::{Attention, KvCache};
 use crate::ops::elementwise::{AddInPlace, GatedActivation, GatedMul};
 use crate::ops::embedding::Embedding;
 use crate::ops::matmul::{DenseWeight, Matmul};
+use crate::ops::quant::{Q8Activations, QuantEmbedding, QuantMatmul, QuantWeight, QuantizeQ8};
 use crate::ops::rope::{Rope, RopeTable};
 use crate::ops::sampling::Argmax;
 use crate::ops::ternary::{Int8Activations, QuantizeInt8, TernaryMatmul, TernaryWeight};
@@ -59,11 +60,22 @@ pub struct ModelOptions {
     pub weight_chunk_rows: Option<u32>,
     /// DeltaLLM attention (DESIGN §2); `None` = dense attention.
     pub delta: Option<DeltaOptions>,
+    /// Run GGUF Q4_0/Q4_1/Q8_0 linears (and a tied Q8_0 lm_head) on their
+    /// blocks with llama.cpp's int8 activation rounding; `false` dequantizes
+    /// them to f32 at load and runs the dense matmul.
+    pub native_quant: bool,
 }
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        ModelOptions { max_context: 0, prefill_chunk: 64, all_logits: false, weight_chunk_rows: None, delta: None }
+        ModelOptions {
+            max_context: 0,
+            prefill_chunk: 64,
+            all_logits: false,
+            weight_chunk_rows: None,
+            delta: None,
+            native_quant: true,
+        }
     }
 }
 
@@ -71,10 +83,13 @@ impl Default for ModelOptions {
 enum LinearWeight {
     Dense(DenseWeight),
     Ternary(TernaryWeight),
+    /// GGUF Q4_0/Q4_1/Q8_0 blocks.
+    Quant(QuantWeight),
 }
 
 impl LinearWeight {
-    fn upload(gpu: &Gpu, label: &str, m: &Matrix, chunk_rows: Option<u32>) -> Result<Self> {
+    /// Upload `m`; GGUF blocks stay blocks when `native_quant`, else become f32.
+    fn upload(gpu: &Gpu, label: &str, m: &Matrix, chunk_rows: Option<u32>, native_quant: bool) -> Result<Self> {
         let (rows, cols) = (m.rows as u32, m.cols as u32);
         Ok(match &m.data {
             MatrixData::F32(v) => {
@@ -89,22 +104,96 @@ impl LinearWeight {
             MatrixData::Ternary { values, scale, convention } => {
                 LinearWeight::Ternary(TernaryWeight::from_ternary(gpu, label, values, rows, cols, *scale, *convention)?)
             }
+            MatrixData::Quantized { format, blocks } if native_quant => LinearWeight::Quant(
+                QuantWeight::upload_with_chunk_rows(gpu, label, *format, blocks, rows, cols, chunk_rows)?,
+            ),
+            MatrixData::Quantized { .. } => LinearWeight::Dense(DenseWeight::upload_f32_with_chunk_rows(
+                gpu,
+                label,
+                &m.to_f32(),
+                rows,
+                cols,
+                chunk_rows,
+            )?),
+        })
+    }
+}
+
+/// The embedding gather, from a dense table or from GGUF blocks (which a
+/// tied lm_head then shares).
+enum TokenEmbedding {
+    Dense(Embedding),
+    Blocks(QuantEmbedding),
+}
+
+impl TokenEmbedding {
+    fn new(gpu: &Gpu, table: &LinearWeight, ids: &GpuBuffer, out: &GpuBuffer, max_tokens: u32) -> Result<Self> {
+        Ok(match table {
+            LinearWeight::Dense(t) => TokenEmbedding::Dense(Embedding::new(gpu, t, ids, out, max_tokens)?),
+            LinearWeight::Quant(t) => TokenEmbedding::Blocks(QuantEmbedding::new(gpu, t, ids, out, max_tokens)?),
+            LinearWeight::Ternary(_) => {
+                return Err(Error::Invalid("embed_tokens must be a dense matrix or GGUF blocks, not ternary".into()));
+            }
         })
     }
 
-    fn dense(self, what: &str) -> Result<DenseWeight> {
+    fn set_rows(&mut self, gpu: &Gpu, rows: u32) -> Result<()> {
         match self {
-            LinearWeight::Dense(d) => Ok(d),
-            LinearWeight::Ternary(_) => Err(Error::Invalid(format!("{what} must be a dense matrix, not ternary"))),
+            TokenEmbedding::Dense(e) => e.set_rows(gpu, rows),
+            TokenEmbedding::Blocks(e) => e.set_rows(gpu, rows),
+        }
+    }
+
+    fn dispatches(&self) -> &[Dispatch] {
+        match self {
+            TokenEmbedding::Dense(e) => e.dispatches(),
+            TokenEmbedding::Blocks(e) => e.dispatches(),
         }
     }
 }
 
-/// A linear layer's op: a dense matmul, or a ternary matmul reading int8
-/// activations that a [`QuantizeInt8`] op produced earlier in the step.
+/// The int8 copy of one linear input, shared by every linear that reads it:
+/// per-token (BitNet) or in blocks of 32 (GGUF Q4_0/Q4_1/Q8_0).
+enum QuantizedInput {
+    Int8(Int8Activations),
+    Q8(Q8Activations),
+}
+
+/// The op that writes a [`QuantizedInput`] from its f32 input.
+enum Quantize {
+    Int8(QuantizeInt8),
+    Q8(QuantizeQ8),
+}
+
+impl Quantize {
+    fn new(gpu: &Gpu, x: &GpuBuffer, input: &QuantizedInput) -> Result<Self> {
+        Ok(match input {
+            QuantizedInput::Int8(a) => Quantize::Int8(QuantizeInt8::new(gpu, x, a)?),
+            QuantizedInput::Q8(a) => Quantize::Q8(QuantizeQ8::new(gpu, x, a)?),
+        })
+    }
+
+    fn set_rows(&mut self, gpu: &Gpu, rows: u32) -> Result<()> {
+        match self {
+            Quantize::Int8(q) => q.set_rows(gpu, rows),
+            Quantize::Q8(q) => q.set_rows(gpu, rows),
+        }
+    }
+
+    fn dispatch(&self) -> &Dispatch {
+        match self {
+            Quantize::Int8(q) => &q.dispatch,
+            Quantize::Q8(q) => &q.dispatch,
+        }
+    }
+}
+
+/// A linear layer's op: a dense matmul, or a ternary or block matmul reading
+/// the int8 activations a [`Quantize`] op produced earlier in the step.
 enum Linear {
     Dense(Matmul),
     Ternary(TernaryMatmul),
+    Quant(QuantMatmul),
 }
 
 impl Linear {
@@ -112,15 +201,24 @@ impl Linear {
         gpu: &Gpu,
         weight: &LinearWeight,
         x: &GpuBuffer,
-        x8: Option<&Int8Activations>,
+        x8: Option<&QuantizedInput>,
         out: &GpuBuffer,
         max_rows: u32,
     ) -> Result<Self> {
-        Ok(match weight {
-            LinearWeight::Dense(w) => Linear::Dense(Matmul::new(gpu, w, x, out, max_rows)?),
-            LinearWeight::Ternary(w) => {
-                let x8 = x8.ok_or_else(|| Error::Invalid("a ternary linear needs int8 activations".into()))?;
+        Ok(match (weight, x8) {
+            (LinearWeight::Dense(w), _) => Linear::Dense(Matmul::new(gpu, w, x, out, max_rows)?),
+            (LinearWeight::Ternary(w), Some(QuantizedInput::Int8(x8))) => {
                 Linear::Ternary(TernaryMatmul::new(gpu, x8, w, out)?)
+            }
+            (LinearWeight::Ternary(_), _) => {
+                return Err(Error::Invalid("a ternary linear needs per-token int8 activations".into()));
+            }
+            (LinearWeight::Quant(w), Some(QuantizedInput::Q8(x8))) => Linear::Quant(QuantMatmul::new(gpu, x8, w, out)?),
+            (LinearWeight::Quant(w), _) => {
+                return Err(Error::Invalid(format!(
+                    "'{}' ({:?} blocks) needs Q8 block activations, but its input is not quantized that way (a model mixing ternary and GGUF block linears on one input is not supported; load with native_quant off)",
+                    w.label, w.format
+                )));
             }
         })
     }
@@ -129,6 +227,7 @@ impl Linear {
         match self {
             Linear::Dense(m) => m.set_rows(gpu, rows),
             Linear::Ternary(m) => m.set_rows(gpu, rows),
+            Linear::Quant(m) => m.set_rows(gpu, rows),
         }
     }
 
@@ -136,6 +235,7 @@ impl Linear {
         match self {
             Linear::Dense(m) => m.dispatches().iter().collect(),
             Linear::Ternary(m) => vec![m.dispatch()],
+            Linear::Quant(m) => m.dispatches().iter().collect(),
         }
     }
 }
@@ -159,15 +259,18 @@ struct Activations {
     final_x: GpuBuffer,    // [logit rows][hidden]
     logits: GpuBuffer,     // [logit rows][vocab]
     next_token: GpuBuffer, // u32 [1], argmax of the last logits row
-    /// Int8 activations by input width (hidden, q_dim, intermediate), for ternary models.
-    x8_hidden: Option<Int8Activations>,
-    x8_q: Option<Int8Activations>,
-    x8_mlp: Option<Int8Activations>,
+    /// Int8 activations by linear input (x, o_proj's, down_proj's), for
+    /// ternary models and native GGUF blocks.
+    x8_hidden: Option<QuantizedInput>,
+    x8_q: Option<QuantizedInput>,
+    x8_mlp: Option<QuantizedInput>,
+    /// The lm_head's input, when it runs on GGUF blocks.
+    x8_final: Option<QuantizedInput>,
 }
 
 struct Layer {
     attn_norm: RmsNorm,
-    quantize_attn_in: Option<QuantizeInt8>,
+    quantize_attn_in: Option<Quantize>,
     q_proj: Linear,
     k_proj: Linear,
     v_proj: Linear,
@@ -179,16 +282,16 @@ struct Layer {
     /// This step attends through `delta`'s hybrid attention.
     hybrid: bool,
     attn_sub_norm: Option<RmsNorm>,
-    quantize_o_in: Option<QuantizeInt8>,
+    quantize_o_in: Option<Quantize>,
     o_proj: Linear,
     attn_residual: AddInPlace,
     ffn_norm: RmsNorm,
-    quantize_ffn_in: Option<QuantizeInt8>,
+    quantize_ffn_in: Option<Quantize>,
     gate_proj: Linear,
     up_proj: Linear,
     gated: GatedMul,
     ffn_sub_norm: Option<RmsNorm>,
-    quantize_down_in: Option<QuantizeInt8>,
+    quantize_down_in: Option<Quantize>,
     down_proj: Linear,
     ffn_residual: AddInPlace,
     cache: KvCache,
@@ -237,7 +340,7 @@ impl Layer {
     /// The layer's dispatches in execution order.
     fn dispatches(&self) -> Vec<&Dispatch> {
         let mut d: Vec<&Dispatch> = vec![&self.attn_norm.dispatch];
-        d.extend(self.quantize_attn_in.as_ref().map(|q| &q.dispatch));
+        d.extend(self.quantize_attn_in.as_ref().map(Quantize::dispatch));
         d.extend(self.q_proj.dispatches());
         d.extend(self.k_proj.dispatches());
         d.extend(self.v_proj.dispatches());
@@ -251,16 +354,16 @@ impl Layer {
             None => d.push(&self.attention.attend),
         }
         d.extend(self.attn_sub_norm.as_ref().map(|n| &n.dispatch));
-        d.extend(self.quantize_o_in.as_ref().map(|q| &q.dispatch));
+        d.extend(self.quantize_o_in.as_ref().map(Quantize::dispatch));
         d.extend(self.o_proj.dispatches());
         d.push(&self.attn_residual.dispatch);
         d.push(&self.ffn_norm.dispatch);
-        d.extend(self.quantize_ffn_in.as_ref().map(|q| &q.dispatch));
+        d.extend(self.quantize_ffn_in.as_ref().map(Quantize::dispatch));
         d.extend(self.gate_proj.dispatches());
         d.extend(self.up_proj.dispatches());
         d.push(&self.gated.dispatch);
         d.extend(self.ffn_sub_norm.as_ref().map(|n| &n.dispatch));
-        d.extend(self.quantize_down_in.as_ref().map(|q| &q.dispatch));
+        d.extend(self.quantize_down_in.as_ref().map(Quantize::dispatch));
         d.extend(self.down_proj.dispatches());
         d.push(&self.ffn_residual.dispatch);
         d
@@ -274,10 +377,11 @@ pub struct Model {
     /// KV-cache length in tokens.
     pub max_context: u32,
     act: Activations,
-    embedding: Embedding,
+    embedding: TokenEmbedding,
     layers: Vec<Layer>,
     final_norm: RmsNorm,
-    lm_head: Matmul,
+    quantize_final_in: Option<Quantize>,
+    lm_head: Linear,
     /// Greedy pick on the GPU, so greedy decoding reads back 4 bytes, not the logits.
     argmax: Argmax,
     _rope_table: RopeTable,
@@ -315,9 +419,21 @@ impl Model {
         let logit_rows = if options.all_logits { rows } else { 1 };
         let f32s = |label: &str, n: u32| gpu.storage(label, n as u64 * 4);
         let ternary = weights.layers.iter().any(|l| l.q_proj.is_ternary() || l.gate_proj.is_ternary());
-        let x8 = |label: &str, k: u32| -> Result<Option<Int8Activations>> {
-            if ternary { Ok(Some(Int8Activations::new(gpu, label, rows, k)?)) } else { Ok(None) }
+        let native_quant = options.native_quant;
+        // Q8 blocks for an input when a linear reading it runs natively on GGUF blocks.
+        let reads_blocks = |linears: fn(&LayerWeights) -> Vec<&Matrix>| {
+            native_quant && weights.layers.iter().any(|l| linears(l).iter().any(|m| m.is_quantized()))
         };
+        let x8 = |label: &str, k: u32, blocks: bool| -> Result<Option<QuantizedInput>> {
+            Ok(if ternary {
+                Some(QuantizedInput::Int8(Int8Activations::new(gpu, label, rows, k)?))
+            } else if blocks {
+                Some(QuantizedInput::Q8(Q8Activations::new(gpu, label, rows, k)?))
+            } else {
+                None
+            })
+        };
+        let output_blocks = native_quant && weights.output().is_quantized();
         let act = Activations {
             ids: gpu.storage("ids", rows as u64 * 4)?,
             h: f32s("h", rows * hidden)?,
@@ -336,26 +452,34 @@ impl Model {
             final_x: f32s("final_x", logit_rows * hidden)?,
             logits: f32s("logits", logit_rows * vocab)?,
             next_token: gpu.storage("next_token", 4)?,
-            x8_hidden: x8("x8_hidden", hidden)?,
-            x8_q: x8("x8_q", q_dim)?,
-            x8_mlp: x8("x8_mlp", inter)?,
+            x8_hidden: x8(
+                "x8_hidden",
+                hidden,
+                reads_blocks(|l| vec![&l.q_proj, &l.k_proj, &l.v_proj, &l.gate_proj, &l.up_proj]),
+            )?,
+            x8_q: x8("x8_q", q_dim, reads_blocks(|l| vec![&l.o_proj]))?,
+            x8_mlp: x8("x8_mlp", inter, reads_blocks(|l| vec![&l.down_proj]))?,
+            x8_final: match output_blocks {
+                true => Some(QuantizedInput::Q8(Q8Activations::new(gpu, "x8_final", logit_rows, hidden)?)),
+                false => None,
+            },
         };
 
         let rope_table = RopeTable::from_inv_freq(gpu, c.head_dim as u32, &weights.rope_inv_freq, max_context)?;
-        let embed = LinearWeight::upload(gpu, "embed_tokens", &weights.embed_tokens, options.weight_chunk_rows)?
-            .dense("embed_tokens")?;
-        let embedding = Embedding::new(gpu, &embed, &act.ids, &act.h, rows)?;
+        let embed =
+            LinearWeight::upload(gpu, "embed_tokens", &weights.embed_tokens, options.weight_chunk_rows, native_quant)?;
+        let embedding = TokenEmbedding::new(gpu, &embed, &act.ids, &act.h, rows)?;
         let eps = c.rms_norm_eps;
         let vector = |label: &str, v: &[f32]| gpu.storage_from(label, v);
-        let quantize = |x: &GpuBuffer, x8: &Option<Int8Activations>| -> Result<Option<QuantizeInt8>> {
-            x8.as_ref().map(|a| QuantizeInt8::new(gpu, x, a)).transpose()
+        let quantize = |x: &GpuBuffer, x8: &Option<QuantizedInput>| -> Result<Option<Quantize>> {
+            x8.as_ref().map(|a| Quantize::new(gpu, x, a)).transpose()
         };
 
         let mut layers = Vec::with_capacity(weights.layers.len());
         for (i, w) in weights.layers.iter().enumerate() {
             log::debug!("uploading layer {i}");
             let lin = |name: &str, m: &Matrix| {
-                LinearWeight::upload(gpu, &format!("layers.{i}.{name}"), m, options.weight_chunk_rows)
+                LinearWeight::upload(gpu, &format!("layers.{i}.{name}"), m, options.weight_chunk_rows, native_quant)
             };
             let (wq, wk, wv, wo) = (
                 lin("q_proj", &w.q_proj)?,
@@ -468,10 +592,11 @@ impl Model {
         let final_in = if options.all_logits { &act.h } else { &act.last };
         let final_norm = RmsNorm::new(gpu, final_in, &final_norm_weight, &act.final_x, logit_rows, hidden, eps)?;
         let lm_head_weight = match &weights.lm_head {
-            Some(m) => LinearWeight::upload(gpu, "lm_head", m, options.weight_chunk_rows)?.dense("lm_head")?,
+            Some(m) => LinearWeight::upload(gpu, "lm_head", m, options.weight_chunk_rows, native_quant)?,
             None => embed,
         };
-        let lm_head = Matmul::new(gpu, &lm_head_weight, &act.final_x, &act.logits, logit_rows)?;
+        let quantize_final_in = quantize(&act.final_x, &act.x8_final)?;
+        let lm_head = Linear::new(gpu, &lm_head_weight, &act.final_x, act.x8_final.as_ref(), &act.logits, logit_rows)?;
         let argmax = Argmax::new(gpu, &act.logits, &act.next_token, vocab)?;
         gpu.take_error()?;
         let delta = options.delta.clone().map(|d| DeltaState::new(d, layers.len()));
@@ -484,6 +609,7 @@ impl Model {
             embedding,
             layers,
             final_norm,
+            quantize_final_in,
             lm_head,
             argmax,
             _rope_table: rope_table,
@@ -684,6 +810,9 @@ impl Model {
         }
         let logit_rows = if self.options.all_logits { rows } else { 1 };
         self.final_norm.set_rows(gpu, logit_rows)?;
+        if let Some(q) = &mut self.quantize_final_in {
+            q.set_rows(gpu, logit_rows)?;
+        }
         self.lm_head.set_rows(gpu, logit_rows)?;
         let vocab = self.config.vocab_size as u32;
         self.argmax.set_range(gpu, (logit_rows - 1) * vocab, vocab)?;
@@ -705,6 +834,7 @@ impl Model {
             );
         }
         let mut head: Vec<&Dispatch> = vec![&self.final_norm.dispatch];
+        head.extend(self.quantize_final_in.as_ref().map(Quantize::dispatch));
         head.extend(self.lm_head.dispatches());
         head.extend(self.argmax.dispatches());
         gpu.record(&mut encoder, "lm_head", &head);

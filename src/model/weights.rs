@@ -8,6 +8,7 @@
 //! RoPE scaling as `rope_freqs.weight` factors, and may omit `output.weight`
 //! (tied embeddings).
 
+use crate::cpu::quant::{BLOCK, BlockFormat};
 use crate::cpu::ternary::ScaleConvention;
 use crate::error::{Error, Result};
 use crate::loader::config::{Architecture, ModelConfig, WeightScale};
@@ -29,6 +30,13 @@ pub enum MatrixData {
         scale: f32,
         convention: ScaleConvention,
     },
+    /// GGUF Q4_0/Q4_1/Q8_0 blocks as the file stores them (row-major, whole
+    /// blocks per row), run natively with llama.cpp's arithmetic
+    /// ([`crate::cpu::quant`]).
+    Quantized {
+        format: BlockFormat,
+        blocks: Vec<u8>,
+    },
 }
 
 /// A row-major `[rows][cols]` matrix (a linear's `[out_features][in_features]`).
@@ -40,13 +48,17 @@ pub struct Matrix {
 }
 
 impl Matrix {
-    /// The dense values as f32 (ternary values unscaled).
+    /// The dense values as f32 (ternary values unscaled; blocks dequantized).
     pub fn to_f32(&self) -> Vec<f32> {
         match &self.data {
             MatrixData::F32(v) => v.clone(),
             MatrixData::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
             MatrixData::Bf16(v) => v.iter().map(|x| x.to_f32()).collect(),
             MatrixData::Ternary { values, .. } => values.iter().map(|&x| x as f32).collect(),
+            MatrixData::Quantized { format, blocks } => {
+                crate::loader::quants::dequantize(format.ggml_type(), blocks, self.rows * self.cols)
+                    .expect("quantized matrix blocks were checked at load")
+            }
         }
     }
 
@@ -54,12 +66,17 @@ impl Matrix {
         matches!(self.data, MatrixData::Ternary { .. })
     }
 
+    pub fn is_quantized(&self) -> bool {
+        matches!(self.data, MatrixData::Quantized { .. })
+    }
+
     fn permute_rows(&mut self, map: impl Fn(usize) -> usize) {
-        fn apply<T: Copy>(v: &mut Vec<T>, rows: usize, cols: usize, map: &dyn Fn(usize) -> usize) {
+        /// `row_len`: elements of `v` per matrix row.
+        fn apply<T: Copy>(v: &mut Vec<T>, rows: usize, row_len: usize, map: &dyn Fn(usize) -> usize) {
             let mut out = v.clone();
             for dst in 0..rows {
                 let src = map(dst);
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&v[src * cols..(src + 1) * cols]);
+                out[dst * row_len..(dst + 1) * row_len].copy_from_slice(&v[src * row_len..(src + 1) * row_len]);
             }
             *v = out;
         }
@@ -69,6 +86,7 @@ impl Matrix {
             MatrixData::F16(v) => apply(v, rows, cols, &map),
             MatrixData::Bf16(v) => apply(v, rows, cols, &map),
             MatrixData::Ternary { values, .. } => apply(values, rows, cols, &map),
+            MatrixData::Quantized { format, blocks } => apply(blocks, rows, format.row_bytes(cols), &map),
         }
     }
 }
@@ -106,6 +124,32 @@ impl ModelWeights {
     /// The output projection (the embedding when tied).
     pub fn output(&self) -> &Matrix {
         self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    }
+
+    /// A copy with every GGUF block matrix dequantized to f32: what the GPU
+    /// runs with `ModelOptions::native_quant` off, for the CPU reference to
+    /// compare against. (With int8 activation rounding a whole model
+    /// amplifies last-bit differences to about the size of the rounding
+    /// itself, so GPU and CPU agree closely only on the dequantized path.)
+    pub fn dequantized(&self) -> ModelWeights {
+        let mut w = self.clone();
+        let matrices = w.layers.iter_mut().flat_map(|l| {
+            [
+                &mut l.q_proj,
+                &mut l.k_proj,
+                &mut l.v_proj,
+                &mut l.o_proj,
+                &mut l.gate_proj,
+                &mut l.up_proj,
+                &mut l.down_proj,
+            ]
+        });
+        for m in matrices.chain([&mut w.embed_tokens]).chain(w.lm_head.as_mut()) {
+            if m.is_quantized() {
+                m.data = MatrixData::F32(m.to_f32());
+            }
+        }
+        w
     }
 
     /// Load from a folder with `config.json` + safetensors, or a `.gguf` file.
@@ -322,9 +366,15 @@ pub fn ternarize_absmean(w: &[f32]) -> (Vec<i8>, f32) {
     (values, mean)
 }
 
-/// A dense GGUF tensor: F32/F16/BF16 kept, quantized types dequantized to f32.
+/// A dense GGUF tensor: F32/F16/BF16 kept, Q4_0/Q4_1/Q8_0 kept as blocks,
+/// other quantized types dequantized to f32.
 fn gguf_dense(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
     let info = expect_gguf_shape(g, name, &[rows, cols])?;
+    if let Some(format) = BlockFormat::from_ggml(info.ggml_type).filter(|_| cols.is_multiple_of(BLOCK)) {
+        let blocks = g.tensor_bytes(name)?.to_vec();
+        crate::cpu::quant::check_blocks("gguf tensor", format, blocks.len(), rows, cols)?;
+        return Ok(Matrix { rows, cols, data: MatrixData::Quantized { format, blocks } });
+    }
     let data = match info.ggml_type {
         GgmlType::F16 => MatrixData::F16(
             bytemuck::pod_collect_to_vec::<u8, u16>(g.tensor_bytes(name)?).into_iter().map(f16::from_bits).collect(),

@@ -10,6 +10,7 @@ pub mod delta;
 pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
+pub mod quant;
 pub mod rmsnorm;
 pub mod rope;
 pub mod sampling;

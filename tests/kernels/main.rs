@@ -7,6 +7,7 @@ mod delta;
 mod elementwise;
 mod embedding;
 mod matmul;
+mod quant;
 mod rmsnorm;
 mod rope;
 mod runtime;
