@@ -368,3 +368,66 @@ fn router_files_load_and_bad_ones_are_clear_errors() {
     let err = model.set_routers(Some(random_routers(1, LAYERS, 16))).unwrap_err().to_string();
     assert!(err.contains("width 16"), "{err}");
 }
+
+fn deltallm(command: &str, args: &[&str]) -> std::process::Output {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fixtures/tiny-llama");
+    std::process::Command::new(env!("CARGO_BIN_EXE_deltallm"))
+        .arg(command)
+        .arg("-m")
+        .arg(fixture)
+        .args(["-p", "Hello world, hello routing", "--context", "64"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn cli_runs_with_a_layer_plan_or_routers_and_reports_the_layers_saved() {
+    // The tiny-llama fixture: 2 layers of width 64.
+    let out = deltallm("run", &["--max-tokens", "4", "--layer-plan", "0,2", "--stats", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let routing = &json["routing"];
+    assert_eq!(routing["source"], "fixed");
+    assert_eq!(routing["plan"], serde_json::json!([0, 2]));
+    assert_eq!((routing["executions"].as_u64(), routing["layers_saved"].as_i64()), (Some(2), Some(0)));
+    assert!(stderr.contains("layer plan (Fixed): 0,2"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routers.safetensors");
+    let forced = plan(&[1, 0]);
+    let routers = forcing_routers(&forced, 64);
+    let mut tensors = Vec::new();
+    for (i, r) in routers.layers.iter().enumerate() {
+        let name = |part: &str| format!("model.routers.{i}.{part}");
+        tensors.push((name("linear1.weight"), vec![ROUTER_HIDDEN, 64], r.linear1_weight.clone()));
+        tensors.push((name("linear1.bias"), vec![ROUTER_HIDDEN], r.linear1_bias.clone()));
+        tensors.push((name("linear2.weight"), vec![ROUTER_ACTIONS, ROUTER_HIDDEN], r.linear2_weight.clone()));
+        tensors.push((name("linear2.bias"), vec![ROUTER_ACTIONS], r.linear2_bias.clone()));
+    }
+    std::fs::write(&path, router_file(&tensors)).unwrap();
+    let routers_arg = path.to_str().unwrap();
+    let out = deltallm("run", &["--max-tokens", "3", "--routers", routers_arg, "--route-bias", "-1", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["routing"]["source"], "routers");
+    assert_eq!(json["routing"]["plan"], serde_json::json!([1, 0]));
+    assert_eq!(json["routing"]["layers_saved"], 1);
+
+    let out = deltallm("logits", &["--layer-plan", "2,1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    for (args, needle) in [
+        (vec!["--layer-plan", "1,1,1"], "2 layers"),
+        (vec!["--layer-plan", "1,5"], "5 is not one of"),
+        (vec!["--route-bias", "1"], "--routers"),
+        (vec!["--routers", "/nonexistent/routers.safetensors"], "routers.safetensors"),
+    ] {
+        let out = deltallm("run", &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
