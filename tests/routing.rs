@@ -144,6 +144,31 @@ fn decode_after_prefill_equals_one_prefill_with_the_plan() {
 }
 
 #[test]
+fn repeated_layers_with_delta_attention_decode_as_they_prefill() {
+    // DeltaLLM on: the second pass has delta ops of its own, fed by its own cache.
+    let weights = tiny(Architecture::Llama, 13);
+    let delta = deltallm::model::DeltaOptions { threshold: 0.5, window_min: 2, ..Default::default() };
+    let options = ModelOptions { max_context: 32, prefill_chunk: 8, delta: Some(delta), ..Default::default() };
+    let plan = plan(&[2, 1, 0, 2]);
+    let mut whole = Model::load(gpu(), &weights, options.clone()).unwrap();
+    whole.set_layer_plan(gpu(), plan.clone()).unwrap();
+    whole.forward(gpu(), &TOKENS).unwrap();
+    let expected = whole.logits(gpu()).unwrap();
+    let mut plain = Model::load(gpu(), &weights, options.clone()).unwrap();
+    plain.forward(gpu(), &TOKENS).unwrap();
+    assert!(rel_l2(&plain.logits(gpu()).unwrap(), &expected) > 1e-2, "the plan made no difference");
+
+    let mut stepwise = Model::load(gpu(), &weights, options).unwrap();
+    stepwise.set_layer_plan(gpu(), plan).unwrap();
+    stepwise.forward(gpu(), &TOKENS[..6]).unwrap();
+    for &t in &TOKENS[6..] {
+        stepwise.forward(gpu(), &[t]).unwrap();
+    }
+    let err = rel_l2(&stepwise.logits(gpu()).unwrap(), &expected);
+    assert!(err < 1e-5, "decode vs prefill relative L2 {err:e}");
+}
+
+#[test]
 fn decode_steps_with_a_plan_create_no_pipelines() {
     let weights = tiny(Architecture::Llama, 5);
     let mut model = Model::load(gpu(), &weights, ModelOptions { max_context: 32, ..Default::default() }).unwrap();
