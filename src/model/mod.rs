@@ -686,6 +686,11 @@ impl Model {
         let positions = self.position;
         let mut layers = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
+            // A skipped layer built no delta rows this sequence; a repeated
+            // layer counts its first pass only.
+            if self.routing.plan.actions[i] == LayerAction::Skip {
+                continue;
+            }
             let Some(d) = &layer.delta else { continue };
             let cache = &d.cache;
             let nnz = delta::row_nnz(
