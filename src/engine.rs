@@ -6,7 +6,9 @@ use crate::chat::{ChatTemplate, Message};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::loader::gguf::Gguf;
-use crate::model::{DeltaOptions, DeltaReport, Model, ModelOptions, ModelWeights};
+use crate::model::{
+    DeltaOptions, DeltaReport, LayerPlan, Model, ModelOptions, ModelWeights, PlanSource, RoutingReport,
+};
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tokenizer::{GgufVocab, Tokenizer};
 use std::path::Path;
@@ -111,6 +113,10 @@ pub struct GenerateOptions {
     /// Count DeltaLLM's statistics after the generation (reads the delta
     /// masks back) into [`Generation::delta`].
     pub delta_stats: bool,
+    /// A new layer plan (skip / execute / repeat per layer) for this and
+    /// later generations, replacing any routers; `None` keeps the model's
+    /// (see [`Model::set_layer_plan`], [`Model::set_routers`]).
+    pub layer_plan: Option<LayerPlan>,
 }
 
 /// What a generation produced, with timings.
@@ -124,6 +130,9 @@ pub struct Generation {
     pub stopped: bool,
     /// DeltaLLM statistics, when asked for and the model uses DeltaLLM.
     pub delta: Option<DeltaReport>,
+    /// The layer plan the generation ran with (chosen by the routers when
+    /// the model has them) and the layers it saved.
+    pub routing: Option<RoutingReport>,
 }
 
 impl Generation {
@@ -192,7 +201,14 @@ impl Engine {
         }
         stop_tokens.sort_unstable();
         stop_tokens.dedup();
-        GenerateOptions { max_tokens, sampler: SamplerConfig::default(), stop_tokens, delta: None, delta_stats: false }
+        GenerateOptions {
+            max_tokens,
+            sampler: SamplerConfig::default(),
+            stop_tokens,
+            delta: None,
+            delta_stats: false,
+            layer_plan: None,
+        }
     }
 
     /// Generate after `prompt` from an empty cache, calling `on_token` with
@@ -224,12 +240,18 @@ impl Engine {
         {
             self.model.set_delta_options(&self.gpu, delta.clone())?;
         }
+        if let Some(plan) = &options.layer_plan
+            && (self.model.layer_plan() != plan || self.model.routing_report().source == PlanSource::Routers)
+        {
+            self.model.set_layer_plan(&self.gpu, plan.clone())?;
+        }
         self.model.reset();
 
         let start = now();
         self.model.forward(&self.gpu, prompt)?;
         let mut next = self.pick(&mut sampler, greedy, &history)?;
         generation.prefill_seconds = start.elapsed().as_secs_f64();
+        generation.routing = Some(self.model.routing_report());
 
         let start = now();
         while generation.tokens.len() < options.max_tokens {

@@ -6,7 +6,7 @@ use deltallm::bench::{BenchOptions, Report};
 use deltallm::chat::Message;
 use deltallm::engine::{Engine, GenerateOptions, ModelFiles};
 use deltallm::gpu::{self, BackendChoice, GpuOptions};
-use deltallm::model::{DeltaOptions, DeltaStage, ModelOptions};
+use deltallm::model::{DeltaOptions, DeltaStage, LayerPlan, ModelOptions, PlanSource, Routers};
 use deltallm::sampler::SamplerConfig;
 use std::io::Write;
 use std::process::ExitCode;
@@ -67,6 +67,49 @@ struct ModelArgs {
     prefill_chunk: u32,
     #[command(flatten)]
     delta: DeltaArgs,
+    #[command(flatten)]
+    routing: RoutingArgs,
+}
+
+/// Dynamic layer routing (Dr.LLM): skip, run, or repeat each layer, from a
+/// fixed plan or from per-layer routers that read the prompt.
+#[derive(Args, Clone, Debug)]
+struct RoutingArgs {
+    /// One action per layer: 0 skip, 1 execute, 2 execute twice, e.g. 1,1,0,2,...
+    #[arg(long, value_name = "PLAN", conflicts_with = "routers")]
+    layer_plan: Option<String>,
+    /// Router weights (safetensors, `model.routers.{i}.linear{1,2}.{weight,bias}`);
+    /// they choose each prompt's plan, fixed for its decoding.
+    #[arg(long, value_name = "FILE")]
+    routers: Option<std::path::PathBuf>,
+    /// Added to the routers' averaged logits as x·[+1 skip, 0 execute, −1 repeat]:
+    /// x > 0 skips more layers, x < 0 repeats more [default: 0].
+    #[arg(long, value_name = "X", allow_negative_numbers = true, requires = "routers")]
+    route_bias: Option<f32>,
+}
+
+impl RoutingArgs {
+    /// The parsed plan, checked before the (slow) model load.
+    fn plan(&self) -> anyhow::Result<Option<LayerPlan>> {
+        Ok(self.layer_plan.as_deref().map(LayerPlan::parse).transpose()?)
+    }
+
+    /// Set the plan or the routers on a loaded engine.
+    fn apply(&self, engine: &mut Engine) -> anyhow::Result<()> {
+        if let Some(plan) = self.plan()? {
+            engine.model.set_layer_plan(&engine.gpu, plan)?;
+        }
+        if let Some(path) = &self.routers {
+            let c = &engine.model.config;
+            let mut routers = Routers::load(path, c.num_hidden_layers, c.hidden_size)?;
+            routers.bias = self.route_bias.unwrap_or(0.0);
+            if !routers.bias.is_finite() {
+                anyhow::bail!("--route-bias must be a finite number, got {}", routers.bias);
+            }
+            engine.model.set_routers(Some(routers))?;
+        }
+        Ok(())
+    }
 }
 
 /// DeltaLLM attention (DESIGN §2). Off unless one of these is given; then
@@ -199,10 +242,12 @@ enum Command {
         #[arg(long)]
         chat: bool,
         /// Print one JSON object {"prompt_tokens", "tokens", "text"} instead of
-        /// streaming (with DeltaLLM on, also "delta": its statistics).
+        /// streaming (with DeltaLLM on, also "delta": its statistics; with a
+        /// layer plan or routers, "routing": the plan used and layers saved).
         #[arg(long)]
         json: bool,
-        /// Print DeltaLLM's sparsity table (per layer, prefill/decode/total) to stderr.
+        /// Print DeltaLLM's sparsity table (per layer, prefill/decode/total) and
+        /// the layer plan used (with the layers it saved) to stderr.
         #[arg(long)]
         stats: bool,
     },
@@ -429,8 +474,9 @@ fn load_engine(gpu: &GpuArgs, model: &ModelArgs, all_logits: bool) -> anyhow::Re
             "the default model {DEFAULT_MODEL} is not there yet: run models/fetch-smollm2.sh (or pass -m MODEL)"
         );
     }
-    // Bad DeltaLLM values fail before the (slow) load.
+    // Bad DeltaLLM values and plans fail before the (slow) load.
     model.delta.options(deltallm::loader::config::Architecture::Llama)?;
+    model.routing.plan()?;
     let path = deltallm::hub::resolve(&model.model)?;
     let start = std::time::Instant::now();
     eprint!("loading {} ... ", path.display());
@@ -443,7 +489,8 @@ fn load_engine(gpu: &GpuArgs, model: &ModelArgs, all_logits: bool) -> anyhow::Re
         delta: model.delta.options(files.weights.config.architecture)?,
         ..Default::default()
     };
-    let engine = Engine::new(gpu, files, options)?;
+    let mut engine = Engine::new(gpu, files, options)?;
+    model.routing.apply(&mut engine)?;
     eprintln!(
         "{:?}, {} layers, on {} ({:?}) in {:.1} s",
         engine.model.config.architecture,
@@ -476,9 +523,11 @@ fn run(
     stats: bool,
 ) -> anyhow::Result<()> {
     let mut engine = load_engine(gpu, model, false)?;
-    if stats && engine.model.options.delta.is_none() {
+    let routed = engine.model.routing_report().source != PlanSource::Plain;
+    if stats && engine.model.options.delta.is_none() && !routed {
         eprintln!(
-            "note: --stats reports DeltaLLM's sparsity; DeltaLLM is off (pass --delta-threshold or --delta-target-sparsity)"
+            "note: --stats reports DeltaLLM's sparsity and the layer plan; DeltaLLM is off (pass --delta-threshold \
+             or --delta-target-sparsity) and every layer runs once (pass --layer-plan or --routers)"
         );
     }
     let ids = prompt_tokens(&engine, prompt, chat)?;
@@ -511,6 +560,9 @@ fn run(
         if let Some(delta) = &generation.delta {
             object["delta"] = serde_json::to_value(delta)?;
         }
+        if routed && let Some(routing) = &generation.routing {
+            object["routing"] = serde_json::to_value(routing)?;
+        }
         println!("{object}");
     } else {
         if let Some(s) = &mut stream {
@@ -527,6 +579,12 @@ fn run(
     );
     if stats && let Some(delta) = &generation.delta {
         eprint!("{}", delta.table());
+    }
+    if stats
+        && routed
+        && let Some(routing) = &generation.routing
+    {
+        eprintln!("{}", routing.summary());
     }
     Ok(())
 }

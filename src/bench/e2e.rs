@@ -7,6 +7,12 @@
 //! takes minutes. So synthetic models run `layers` of their layers (the
 //! per-layer cost is the same), and the row names say how many. Embeddings
 //! (and Llama's linears) are bf16, as the real checkpoints ship them.
+//!
+//! A model with more layers than [`E2eOptions::skip_layers`] + 1 is timed a
+//! second time with a layer plan (Dr.LLM routing) that skips that many
+//! layers: the ones just before the last, which layer-pruning studies find
+//! the most redundant. The speed-up is what a router choosing such a plan
+//! buys; the quality cost depends on the model and prompt.
 
 use super::timer::percentile;
 use super::{BenchOptions, E2eRow};
@@ -14,7 +20,7 @@ use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::model::synthetic;
 use crate::model::weights::{Matrix, MatrixData, ModelWeights};
-use crate::model::{Model, ModelOptions};
+use crate::model::{LayerAction, LayerPlan, Model, ModelOptions};
 use half::bf16;
 use std::time::Instant;
 
@@ -30,14 +36,30 @@ pub struct E2eOptions {
     pub decode_steps: usize,
     /// Timed prefills (each after a reset).
     pub prefill_reps: usize,
+    /// Also time with a layer plan skipping this many layers (0 = not).
+    pub skip_layers: usize,
 }
 
 impl E2eOptions {
     pub fn new(quick: bool) -> E2eOptions {
         if quick {
-            E2eOptions { model: None, layers: Some(1), prefill_tokens: 8, decode_steps: 3, prefill_reps: 1 }
+            E2eOptions {
+                model: None,
+                layers: Some(1),
+                prefill_tokens: 8,
+                decode_steps: 3,
+                prefill_reps: 1,
+                skip_layers: 4,
+            }
         } else {
-            E2eOptions { model: None, layers: Some(2), prefill_tokens: 128, decode_steps: 8, prefill_reps: 2 }
+            E2eOptions {
+                model: None,
+                layers: Some(2),
+                prefill_tokens: 128,
+                decode_steps: 8,
+                prefill_reps: 2,
+                skip_layers: 4,
+            }
         }
     }
 }
@@ -124,11 +146,36 @@ fn time_model(
     model.forward(gpu, &prompt[..1])?;
     model.argmax(gpu)?;
 
+    let depth = if layers == total_layers { String::new() } else { format!(" ({layers}/{total_layers} layers)") };
+    let mut rows = time_steps(gpu, &mut model, label, &depth, &prompt, options, progress)?;
+    let skip = options.skip_layers;
+    if skip > 0 && layers > skip + 1 {
+        let mut plan = LayerPlan::plain(layers);
+        plan.actions[layers - 1 - skip..layers - 1].fill(LayerAction::Skip);
+        model.set_layer_plan(gpu, plan.clone())?;
+        progress(&format!("{label}: layer plan skipping {skip} layers: {plan}"));
+        let depth = format!("{depth} (plan skips {skip} layers)");
+        rows.extend(time_steps(gpu, &mut model, label, &depth, &prompt, options, progress)?);
+    }
+    Ok(rows)
+}
+
+/// Time prefill and decode of a loaded model; the row names start with `label`.
+fn time_steps(
+    gpu: &Gpu,
+    model: &mut Model,
+    label: &str,
+    depth: &str,
+    prompt: &[u32],
+    options: &E2eOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<E2eRow>> {
+    let layers = model.config.num_hidden_layers;
     let mut prefill_ms = Vec::new();
     for _ in 0..options.prefill_reps.max(1) {
         model.reset();
         let start = Instant::now();
-        model.forward(gpu, &prompt)?;
+        model.forward(gpu, prompt)?;
         model.argmax(gpu)?;
         prefill_ms.push(start.elapsed().as_secs_f64() * 1e3);
     }
@@ -140,7 +187,6 @@ fn time_model(
         token = model.argmax(gpu)?;
         decode_ms.push(start.elapsed().as_secs_f64() * 1e3);
     }
-    let depth = if layers == total_layers { String::new() } else { format!(" ({layers}/{total_layers} layers)") };
     let prefill = row(format!("{label} prefill {}{depth}", prompt.len()), label, layers, prompt.len(), &prefill_ms);
     let decode = row(format!("{label} decode{depth}"), label, layers, 1, &decode_ms);
     for r in [&prefill, &decode] {

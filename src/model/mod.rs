@@ -22,15 +22,22 @@
 //! With [`ModelOptions::delta`], `attention` is DeltaLLM's: the keys also
 //! become delta rows and hybrid attention replaces the dense one (see
 //! [`delta`]).
+//!
+//! A [`LayerPlan`] (or per-layer [`Routers`] choosing one per prompt) skips
+//! layers or runs them twice; a step runs the layers as the plan says (see
+//! [`routing`]).
 
 pub mod delta;
+pub mod routing;
 pub mod synthetic;
 pub mod weights;
 
 pub use delta::{DeltaOptions, DeltaReport, DeltaStage};
+pub use routing::{LayerAction, LayerPlan, PlanSource, Routers, RoutingReport};
 pub use weights::{LayerWeights, Matrix, MatrixData, ModelWeights};
 
 use delta::{DeltaState, LayerDelta};
+use routing::{AttentionBuffers, Routing, SecondPass};
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, GpuBuffer};
@@ -295,6 +302,8 @@ struct Layer {
     down_proj: Linear,
     ffn_residual: AddInPlace,
     cache: KvCache,
+    /// The second pass's cache and attention, once a plan has repeated this layer.
+    second_pass: Option<SecondPass>,
 }
 
 impl Layer {
@@ -320,7 +329,10 @@ impl Layer {
         }
         self.rope.set_step(gpu, rows, pos0)?;
         self.attention.set_step(gpu, rows, pos0)?;
-        if let Some(delta) = &mut self.delta {
+        if let Some(second) = &mut self.second_pass {
+            second.attention.set_step(gpu, rows, pos0)?;
+        }
+        for delta in self.deltas_mut() {
             delta.keys.set_step(gpu, rows, pos0)?;
             delta.hybrid.set_step(gpu, rows, pos0)?;
         }
@@ -337,22 +349,40 @@ impl Layer {
         self.ffn_residual.set_rows(gpu, rows)
     }
 
-    /// The layer's dispatches in execution order.
-    fn dispatches(&self) -> Vec<&Dispatch> {
+    /// DeltaLLM's ops of both passes.
+    fn deltas_mut(&mut self) -> impl Iterator<Item = &mut LayerDelta> {
+        self.delta.iter_mut().chain(self.second_pass.iter_mut().filter_map(|s| s.delta.as_mut()))
+    }
+
+    /// The layer's dispatches in execution order for `action` of a plan:
+    /// none for a skip, the block twice for a repeat (the second time
+    /// attending through its own cache).
+    fn dispatches(&self, action: LayerAction) -> Vec<&Dispatch> {
+        match (action, &self.second_pass) {
+            (LayerAction::Skip, _) => Vec::new(),
+            (LayerAction::Execute, _) => self.pass_dispatches(None),
+            (LayerAction::Repeat, Some(second)) => {
+                let mut d = self.pass_dispatches(None);
+                d.extend(self.pass_dispatches(Some(second)));
+                d
+            }
+            // set_layer_plan and routing allocate the slot before a repeat runs.
+            (LayerAction::Repeat, None) => unreachable!("a repeated layer without its second cache"),
+        }
+    }
+
+    /// One pass of the block, attending through `second`'s cache or the layer's own.
+    fn pass_dispatches<'a>(&'a self, second: Option<&'a SecondPass>) -> Vec<&'a Dispatch> {
         let mut d: Vec<&Dispatch> = vec![&self.attn_norm.dispatch];
         d.extend(self.quantize_attn_in.as_ref().map(Quantize::dispatch));
         d.extend(self.q_proj.dispatches());
         d.extend(self.k_proj.dispatches());
         d.extend(self.v_proj.dispatches());
         d.push(&self.rope.dispatch);
-        d.push(&self.attention.append);
-        match &self.delta {
-            Some(delta) => {
-                d.push(&delta.keys.build);
-                d.push(if self.hybrid { &delta.hybrid.attend } else { &self.attention.attend });
-            }
-            None => d.push(&self.attention.attend),
-        }
+        d.extend(match second {
+            Some(s) => s.attention_dispatches(self.hybrid),
+            None => routing::attention_dispatches(&self.attention, self.delta.as_ref(), self.hybrid),
+        });
         d.extend(self.attn_sub_norm.as_ref().map(|n| &n.dispatch));
         d.extend(self.quantize_o_in.as_ref().map(Quantize::dispatch));
         d.extend(self.o_proj.dispatches());
@@ -391,6 +421,8 @@ pub struct Model {
     /// Rows of `logits` the last step wrote.
     logit_rows: u32,
     delta: Option<DeltaState>,
+    /// The layer plan of the sequence, and the routers choosing it.
+    routing: Routing,
 }
 
 impl Model {
@@ -584,6 +616,7 @@ impl Model {
                 down_proj: Linear::new(gpu, &wd, down_in, act.x8_mlp.as_ref(), &act.delta, rows)?,
                 ffn_residual: AddInPlace::new(gpu, &act.h, &act.delta, rows, hidden)?,
                 cache,
+                second_pass: None,
             });
             gpu.take_error()?;
         }
@@ -600,7 +633,9 @@ impl Model {
         let argmax = Argmax::new(gpu, &act.logits, &act.next_token, vocab)?;
         gpu.take_error()?;
         let delta = options.delta.clone().map(|d| DeltaState::new(d, layers.len()));
+        let routing = Routing::plain(layers.len());
         Ok(Model {
+            routing,
             delta,
             config: c,
             options,
@@ -675,22 +710,28 @@ impl Model {
     /// DeltaLLM's per-sequence setup before the prompt's first step: the
     /// context-aware window, and Θ per layer when a target sparsity is set
     /// (by running the prompt once with Θ = 0 and reading its keys back).
+    ///
+    /// With routers, the plan is chosen here too, before Θ is calibrated
+    /// (under Θ = 0 when it will be) so that Θ fits the routed layers.
     fn start_sequence(&mut self, gpu: &Gpu, prompt: &[u32]) -> Result<()> {
-        let Some(state) = &mut self.delta else { return Ok(()) };
+        let Some(state) = &mut self.delta else { return self.route_prompt(gpu, prompt) };
         state.prompt_len = prompt.len() as u32;
         state.window = state.options.window(state.prompt_len);
         let (window, sinks, target) = (state.window, state.options.sinks, state.options.target_sparsity);
         for layer in &mut self.layers {
-            if let Some(d) = &mut layer.delta {
+            for d in layer.deltas_mut() {
                 d.hybrid.set_window(gpu, window, sinks);
             }
         }
-        let Some(target) = target else { return Ok(()) };
-        for layer in &mut self.layers {
-            if let Some(d) = &mut layer.delta {
-                d.keys.set_theta(gpu, 0.0)?;
+        if target.is_some() {
+            for layer in &mut self.layers {
+                for d in layer.deltas_mut() {
+                    d.keys.set_theta(gpu, 0.0)?;
+                }
             }
         }
+        self.route_prompt(gpu, prompt)?;
+        let Some(target) = target else { return Ok(()) };
         for chunk in prompt.chunks(self.options.prefill_chunk.max(1) as usize) {
             self.step(gpu, chunk)?;
         }
@@ -706,7 +747,7 @@ impl Model {
             );
             let width = (kv.kv_heads * kv.head_dim) as usize;
             let theta = delta::calibrate_threshold(&k, prompt.len(), width, target);
-            if let Some(d) = &mut layer.delta {
+            for d in layer.deltas_mut() {
                 d.keys.set_theta(gpu, theta)?;
             }
             thresholds.push(theta);
@@ -730,7 +771,7 @@ impl Model {
             ));
         }
         for layer in &mut self.layers {
-            if let Some(d) = &mut layer.delta {
+            for d in layer.deltas_mut() {
                 d.keys.set_theta(gpu, options.threshold)?;
             }
         }
@@ -771,6 +812,11 @@ impl Model {
         let positions = self.position;
         let mut layers = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
+            // A skipped layer built no delta rows this sequence; a repeated
+            // layer counts its first pass only.
+            if self.routing.plan.actions[i] == LayerAction::Skip {
+                continue;
+            }
             let Some(d) = &layer.delta else { continue };
             let cache = &d.cache;
             let nnz = delta::row_nnz(
@@ -799,6 +845,130 @@ impl Model {
         Ok(Some(delta::report(state, positions, layers)))
     }
 
+    /// Run every sequence from now on with `plan` (one action per layer;
+    /// replaces any routers). Allocates the second-pass caches of repeated
+    /// layers that have none yet, and starts a new sequence.
+    pub fn set_layer_plan(&mut self, gpu: &Gpu, plan: LayerPlan) -> Result<()> {
+        plan.check_layers(self.layers.len())?;
+        for (i, &action) in plan.actions.iter().enumerate() {
+            if action == LayerAction::Repeat {
+                self.ensure_second_pass(gpu, i)?;
+            }
+        }
+        self.routing.source = if plan.is_plain() { PlanSource::Plain } else { PlanSource::Fixed };
+        self.routing.plan = plan;
+        self.routing.routers = None;
+        self.reset();
+        Ok(())
+    }
+
+    /// Let `routers` choose each prompt's plan (`None`: back to the plain
+    /// model); starts a new sequence.
+    pub fn set_routers(&mut self, routers: Option<Routers>) -> Result<()> {
+        if let Some(r) = &routers {
+            if r.layers.len() != self.layers.len() || r.hidden != self.config.hidden_size {
+                return Err(Error::Invalid(format!(
+                    "the routers are for {} layers of width {}, the model has {} layers of width {}",
+                    r.layers.len(),
+                    r.hidden,
+                    self.layers.len(),
+                    self.config.hidden_size
+                )));
+            }
+            self.routing.source = PlanSource::Routers;
+        } else {
+            self.routing.source = PlanSource::Plain;
+        }
+        self.routing.plan = LayerPlan::plain(self.layers.len());
+        self.routing.routers = routers;
+        self.reset();
+        Ok(())
+    }
+
+    /// The plan of the current sequence (chosen by the routers once its prompt ran).
+    pub fn layer_plan(&self) -> &LayerPlan {
+        &self.routing.plan
+    }
+
+    /// The plan of the current sequence, where it came from and the layers it saves.
+    pub fn routing_report(&self) -> RoutingReport {
+        self.routing.report()
+    }
+
+    fn ensure_second_pass(&mut self, gpu: &Gpu, layer: usize) -> Result<()> {
+        if self.layers[layer].second_pass.is_some() {
+            return Ok(());
+        }
+        let act = &self.act;
+        let buffers = AttentionBuffers { q: &act.q, k: &act.k, v: &act.v, out: &act.attn };
+        let heads = self.config.num_attention_heads as u32;
+        let delta = self.options.delta.as_ref();
+        let second =
+            SecondPass::new(gpu, layer, &self.layers[layer].cache, buffers, self.options.prefill_chunk, heads, delta)?;
+        self.layers[layer].second_pass = Some(second);
+        Ok(())
+    }
+
+    /// Choose the plan of this prompt with the routers (nothing without
+    /// them): run the prompt one layer at a time, keeping its residual
+    /// stream on the CPU, and let each layer's router read it before the
+    /// layer runs. The caches this fills are overwritten by the prefill
+    /// that follows (see [`routing`] for why the prompt runs twice).
+    fn route_prompt(&mut self, gpu: &Gpu, prompt: &[u32]) -> Result<()> {
+        let Some(routers) = self.routing.routers.take() else { return Ok(()) };
+        let result = self.route_prompt_with(gpu, prompt, &routers);
+        self.routing.routers = Some(routers);
+        self.routing.plan = LayerPlan { actions: result? };
+        self.position = 0;
+        self.logit_rows = 0;
+        Ok(())
+    }
+
+    fn route_prompt_with(&mut self, gpu: &Gpu, prompt: &[u32], routers: &Routers) -> Result<Vec<LayerAction>> {
+        let hidden = self.config.hidden_size;
+        let chunk = self.options.prefill_chunk.max(1) as usize;
+        let read_rows = |gpu: &Gpu, buffer: &GpuBuffer, rows: usize| -> Result<Vec<f32>> {
+            let mut v: Vec<f32> = gpu.read(buffer)?;
+            v.truncate(rows * hidden);
+            Ok(v)
+        };
+        let mut h = Vec::with_capacity(prompt.len() * hidden);
+        for ids in prompt.chunks(chunk) {
+            gpu.write(&self.act.ids, 0, bytemuck::cast_slice(ids));
+            self.embedding.set_rows(gpu, ids.len() as u32)?;
+            let mut encoder = gpu.encoder("route embedding");
+            let dispatches: Vec<&Dispatch> = self.embedding.dispatches().iter().collect();
+            gpu.record(&mut encoder, "embedding", &dispatches);
+            gpu.submit(encoder)?;
+            h.extend(read_rows(gpu, &self.act.h, ids.len())?);
+        }
+        let mut actions = Vec::with_capacity(self.layers.len());
+        for i in 0..self.layers.len() {
+            let action = routers.decide(i, &h, prompt.len())?;
+            actions.push(action);
+            if action == LayerAction::Repeat {
+                self.ensure_second_pass(gpu, i)?;
+            }
+            if action == LayerAction::Skip {
+                continue;
+            }
+            for (c, ids) in prompt.chunks(chunk).enumerate() {
+                let (pos0, rows) = (c * chunk, ids.len());
+                let range = pos0 * hidden..(pos0 + rows) * hidden;
+                gpu.write(&self.act.h, 0, bytemuck::cast_slice(&h[range.clone()]));
+                let hybrid = self.delta.as_ref().is_some_and(|d| d.hybrid_at(pos0 as u32));
+                let layer = &mut self.layers[i];
+                layer.set_step(gpu, rows as u32, pos0 as u32, hybrid)?;
+                let mut encoder = gpu.encoder("route layer");
+                gpu.record(&mut encoder, "layer", &layer.dispatches(action));
+                gpu.submit(encoder)?;
+                h[range].copy_from_slice(&read_rows(gpu, &self.act.h, rows)?);
+            }
+        }
+        log::info!("routers chose the layer plan {}", LayerPlan { actions: actions.clone() });
+        Ok(actions)
+    }
+
     fn step(&mut self, gpu: &Gpu, tokens: &[u32]) -> Result<()> {
         let rows = tokens.len() as u32;
         let pos0 = self.position;
@@ -819,8 +989,8 @@ impl Model {
 
         let mut encoder = gpu.encoder("forward");
         let mut body: Vec<&Dispatch> = self.embedding.dispatches().iter().collect();
-        for layer in &self.layers {
-            body.extend(layer.dispatches());
+        for (layer, &action) in self.layers.iter().zip(&self.routing.plan.actions) {
+            body.extend(layer.dispatches(action));
         }
         gpu.record(&mut encoder, "layers", &body);
         if !self.options.all_logits {
