@@ -17,6 +17,7 @@
 pub mod mc;
 pub mod ppl;
 pub mod progress;
+pub mod squad;
 pub mod sweep;
 
 use crate::error::Result;
