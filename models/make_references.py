@@ -3,7 +3,8 @@
 
 Run after models/make_fixtures.py (and models/fetch-smollm2.sh for SmolLM2):
     /work/venv/bin/python models/make_references.py [tiny-llamacpp] [tiny-hf]
-                                                    [bitnet-hf] [smollm2]
+                                                    [bitnet-hf] [smollm2] [smollm2-f32]
+                                                    [smollm2-ppl]
 (no argument = all parts).  Writes tests/data/fixtures/ref-*.json.
 
 Oracles
@@ -534,7 +535,77 @@ def smollm2_f32():
     dump(FIX / "ref-smollm2-f32.llamacpp.json", out)
 
 
-PARTS = {"tiny-llamacpp": tiny_llamacpp, "tiny-hf": tiny_hf, "bitnet-hf": bitnet_hf, "smollm2": smollm2, "smollm2-f32": smollm2_f32}
+# ------------------------------------------------------ SmolLM2 perplexity
+PPL_TEXT = Path("/usr/share/common-licenses/GPL-3")  # Debian base-files: on every Debian/Ubuntu image
+PPL_CTX = 128
+PPL_CHUNKS = 2
+
+
+def log_softmax64(row: np.ndarray) -> np.ndarray:
+    r = row.astype(np.float64)
+    m = r.max()
+    return r - (m + np.log(np.exp(r - m).sum()))
+
+
+def chunk_perplexity(llm, ids: list[int]) -> dict:
+    chunks = []
+    for c in range(PPL_CHUNKS):
+        chunk = ids[c * PPL_CTX : (c + 1) * PPL_CTX]
+        assert len(chunk) == PPL_CTX, len(chunk)
+        lg = llama_logits(llm, chunk)
+        nll = -sum(float(log_softmax64(lg[t - 1])[chunk[t]]) for t in range(1, len(chunk)))
+        chunks.append({"start": c * PPL_CTX, "ids": chunk, "nll": nll, "scored": len(chunk) - 1})
+    scored = sum(c["scored"] for c in chunks)
+    return {"chunks": chunks, "scored": scored, "perplexity": float(np.exp(sum(c["nll"] for c in chunks) / scored))}
+
+
+def smollm2_ppl():
+    """llama.cpp's perplexity of SmolLM2 with the chunking of `deltallm eval
+    --task ppl`: the whole text tokenized once (add_special as the GGUF
+    says, i.e. no BOS for SmolLM2), cut into non-overlapping chunks of
+    PPL_CTX tokens, each chunk from an empty cache, every token after the
+    first of its chunk scored; f64 log-softmax.  (llama.cpp's own
+    `llama-perplexity` scores only each chunk's second half; this is the
+    quantity deltallm reports, computed from llama.cpp's logits.)
+
+    Two runs: on the F32 twin (the function deltallm computes: Q4_1 weights
+    dequantized, f32 activations) and on the Q4_1 file itself, where
+    llama.cpp also rounds every matmul input to Q8_1 (see smollm2_f32)."""
+    gg = smollm2_gguf()
+    twin = SMOL.parent / "smollm2-f32" / gg.name.replace(".Q4_1.", ".F32-twin.")
+    twin.parent.mkdir(parents=True, exist_ok=True)
+    if not twin.exists():
+        write_f32_twin(gg, twin)
+    q4 = llama_open(gg, PPL_CTX)
+    ids = q4.tokenize(PPL_TEXT.read_bytes(), add_bos=True, special=True)
+    q4_run = chunk_perplexity(q4, ids)
+    f32_run = chunk_perplexity(llama_open(twin, PPL_CTX), ids)
+    out = {
+        "oracle": "llama.cpp via llama-cpp-python (logits_all, KV cache F32, flash_attn off) on the F32 twin "
+        "(every tensor of the Q4_1 GGUF dequantized to F32 by gguf-py); q4_1: the same on the Q4_1 file",
+        "versions": versions("llama_cpp_python", "gguf", "numpy"),
+        "gguf": gg.name,
+        "text": str(PPL_TEXT),
+        "text_tokens": len(ids),
+        "ctx": PPL_CTX,
+        **f32_run,
+        "q4_1": {k: v for k, v in q4_run.items() if k != "chunks"} | {"nll": [c["nll"] for c in q4_run["chunks"]]},
+    }
+    print(
+        f"SmolLM2 perplexity on {PPL_TEXT}, {PPL_CHUNKS} chunks of {PPL_CTX}: "
+        f"F32 twin {f32_run['perplexity']:.4f}, Q4_1 {q4_run['perplexity']:.4f}"
+    )
+    dump(FIX / "ref-smollm2-ppl.llamacpp.json", out)
+
+
+PARTS = {
+    "tiny-llamacpp": tiny_llamacpp,
+    "tiny-hf": tiny_hf,
+    "bitnet-hf": bitnet_hf,
+    "smollm2": smollm2,
+    "smollm2-f32": smollm2_f32,
+    "smollm2-ppl": smollm2_ppl,
+}
 
 if __name__ == "__main__":
     want = sys.argv[1:] or list(PARTS)

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod cpu;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod gpu;
 pub mod hub;
 pub mod loader;

@@ -222,6 +222,42 @@ impl SamplingArgs {
     }
 }
 
+/// What `deltallm eval` scores and where its results go.
+#[derive(Args, Clone, Debug)]
+struct EvalArgs {
+    /// ppl: perplexity of a text file; mc: WinoGrande JSON lines (sentence with one `_`, option1, option2, answer).
+    #[arg(long, value_enum)]
+    task: EvalTask,
+    /// The task's data file.
+    #[arg(long, value_name = "FILE")]
+    data: std::path::PathBuf,
+    /// ppl: tokens per chunk; each chunk starts from an empty cache.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    ctx: usize,
+    /// ppl: use only the first N tokens of the text.
+    #[arg(long, value_name = "N")]
+    limit_tokens: Option<usize>,
+    /// Score only the first N items (ppl: chunks).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Write the report with per-item results to this JSON file (with --sweep, also the prefix of the CSV and SVG).
+    #[arg(long, value_name = "FILE")]
+    json: Option<std::path::PathBuf>,
+    /// Run every combination of DeltaLLM settings, e.g. "delta-threshold=0,0.5,1,2"; repeat for more knobs
+    /// (delta-threshold, delta-target-sparsity, window, window-scale, sinks).
+    #[arg(long, value_name = "KNOB=V1,V2,...")]
+    sweep: Vec<String>,
+    /// With --sweep: write PREFIX.csv, PREFIX.json and PREFIX.svg [default: eval-TASK-sweep, or --json's stem].
+    #[arg(long, value_name = "PREFIX")]
+    out: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum EvalTask {
+    Ppl,
+    Mc,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Generate text from a prompt, streaming it to stdout; prefill and
@@ -314,6 +350,17 @@ enum Command {
         #[arg(long, num_args = 2, value_names = ["A.json", "B.json"], conflicts_with_all = ["quick", "json", "e2e", "model"])]
         compare: Option<Vec<std::path::PathBuf>>,
     },
+    /// Score the model on a task (perplexity of a text, WinoGrande-style
+    /// multiple choice) with the DeltaLLM settings given, or sweep them
+    /// (--sweep): a table to stdout, progress to stderr, CSV/JSON/SVG files.
+    Eval {
+        #[command(flatten)]
+        gpu: GpuArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        eval: EvalArgs,
+    },
     /// List GPU adapters with their backend, driver, limits and features,
     /// and show which one deltallm would use.
     Info {
@@ -341,6 +388,7 @@ fn main() -> ExitCode {
             run(&gpu, &model, &prompt, &sampling, max_tokens, chat, json, stats)
         }
         Command::Chat { gpu, model, sampling, max_tokens, system } => chat(&gpu, &model, &sampling, max_tokens, system),
+        Command::Eval { gpu, model, eval: args } => eval(&gpu, &model, &args),
         Command::Logits { gpu, model, prompt, json: _, top_k, all_positions } => {
             logits(&gpu, &model, &prompt, top_k, all_positions)
         }
@@ -650,5 +698,138 @@ fn logits(
         let logits = engine.model.logits(&engine.gpu)?;
         println!("{}", serde_json::json!({ "tokens": ids, "logits": logits }));
     }
+    Ok(())
+}
+
+/// The task's data, tokenized, and the longest sequence it runs.
+enum EvalData {
+    Ppl(Vec<u32>),
+    Mc(Vec<deltallm::eval::mc::McItem>, Vec<[deltallm::eval::mc::EncodedOption; 2]>),
+}
+
+fn eval(gpu_args: &GpuArgs, model_args: &ModelArgs, args: &EvalArgs) -> anyhow::Result<()> {
+    use deltallm::eval::{GpuSource, LogitSource, TaskReport, mc, ppl, sweep};
+    if model_args.model == DEFAULT_MODEL && !std::path::Path::new(DEFAULT_MODEL).exists() {
+        anyhow::bail!(
+            "the default model {DEFAULT_MODEL} is not there yet: run models/fetch-smollm2.sh (or pass -m MODEL)"
+        );
+    }
+    let axes: Vec<sweep::Axis> = args.sweep.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
+    model_args.delta.options(deltallm::loader::config::Architecture::Llama)?;
+    let text = std::fs::read_to_string(&args.data)
+        .map_err(|e| anyhow::anyhow!("reading --data {}: {e}", args.data.display()))?;
+
+    let path = deltallm::hub::resolve(&model_args.model)?;
+    eprint!("loading {} ... ", path.display());
+    let files = ModelFiles::load(&path)?;
+    let tokenizer = files.tokenizer.as_ref().ok_or_else(|| anyhow::anyhow!("the model has no tokenizer"))?;
+    let ppl_options =
+        ppl::PplOptions { ctx: args.ctx, limit_tokens: args.limit_tokens, limit: args.limit, progress: true };
+    let (data, longest) = match args.task {
+        EvalTask::Ppl => {
+            let ids = tokenizer.encode(&text, true)?;
+            let longest = ppl::chunks(&ids, &ppl_options)?.iter().map(|(_, c)| c.len()).max().unwrap_or(0);
+            (EvalData::Ppl(ids), longest)
+        }
+        EvalTask::Mc => {
+            let mut items = mc::parse_jsonl(&text)?;
+            items.truncate(args.limit.unwrap_or(usize::MAX));
+            let encoded = mc::encode_items(tokenizer, &items)?;
+            let longest = encoded.iter().flatten().map(|o| o.tokens.len()).max().unwrap_or(0);
+            (EvalData::Mc(items, encoded), longest)
+        }
+    };
+    let architecture = files.weights.config.architecture;
+    let delta = match model_args.delta.options(architecture)? {
+        Some(d) => Some(d),
+        None if !axes.is_empty() => Some(DeltaOptions::for_architecture(architecture)),
+        None => None,
+    };
+    let gpu = deltallm::Gpu::new_blocking(&gpu_args.options())?;
+    let options = ModelOptions {
+        max_context: (longest as u32).max(model_args.context),
+        prefill_chunk: model_args.prefill_chunk,
+        all_logits: true,
+        delta: delta.clone(),
+        ..Default::default()
+    };
+    let mut model = deltallm::model::Model::load(&gpu, &files.weights, options)?;
+    eprintln!("{:?} on {} ({:?})", architecture, gpu.info.name, gpu.info.backend);
+
+    let task = |source: &mut dyn LogitSource| -> deltallm::Result<TaskReport> {
+        match &data {
+            EvalData::Ppl(ids) => ppl::perplexity(source, ids, &ppl_options),
+            EvalData::Mc(items, encoded) => mc::evaluate(source, items, encoded, args.limit, true),
+        }
+    };
+    let task_name = match args.task {
+        EvalTask::Ppl => "ppl",
+        EvalTask::Mc => "mc",
+    };
+    if axes.is_empty() {
+        let report = task(&mut GpuSource { gpu: &gpu, model: &mut model })?;
+        println!(
+            "{task_name} on {}: {} {:.4} ({} {} scored, {:.1} tok/s)",
+            args.data.display(),
+            report.metric_name,
+            report.metric,
+            report.scored,
+            if task_name == "ppl" { "tokens" } else { "items" },
+            report.tokens_per_second
+        );
+        if let Some(s) = &report.sparsity {
+            let t = &s.phases.total;
+            println!(
+                "DeltaLLM: delta sparsity {:.1} %, MAC sparsity {:.1} % (prefill {:.1} %, decode {:.1} %), authors' {:.1} %, K bytes {:.1} % of dense f16",
+                100.0 * t.delta_sparsity,
+                100.0 * t.mac_sparsity,
+                100.0 * s.phases.prefill.mac_sparsity,
+                100.0 * s.phases.decode.mac_sparsity,
+                100.0 * t.authors_sparsity,
+                100.0 * s.k_cache_ratio
+            );
+        }
+        if let Some(path) = &args.json {
+            let object = serde_json::json!({
+                "model": path.display().to_string(),
+                "data": args.data.display().to_string(),
+                "delta": delta.as_ref().map(|d| format!("{d:?}")),
+                "thresholds": model.delta_thresholds(),
+                "report": report,
+            });
+            write_file(path, &serde_json::to_string_pretty(&object)?)?;
+        }
+        return Ok(());
+    }
+    let base = delta.expect("a sweep turns DeltaLLM on");
+    let rows = sweep::run(&gpu, &mut model, &base, &axes, &mut |s| task(s), &mut |line| eprintln!("{line}"))?;
+    print!("{}", sweep::table(&rows));
+    let prefix = match (&args.out, &args.json) {
+        (Some(p), _) => p.clone(),
+        (None, Some(j)) => j.with_extension(""),
+        (None, None) => std::path::PathBuf::from(format!("eval-{task_name}-sweep")),
+    };
+    let with_ext = |ext: &str| std::path::PathBuf::from(format!("{}.{ext}", prefix.display()));
+    let title = format!(
+        "{} of {} on {}",
+        rows[0].report.metric_name,
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        args.data.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    );
+    write_file(&with_ext("csv"), &sweep::csv(&rows))?;
+    let object = serde_json::json!({
+        "model": path.display().to_string(),
+        "data": args.data.display().to_string(),
+        "base": format!("{base:?}"),
+        "rows": rows,
+    });
+    write_file(args.json.as_ref().unwrap_or(&with_ext("json")), &serde_json::to_string_pretty(&object)?)?;
+    write_file(&with_ext("svg"), &sweep::svg(&rows, &title))?;
+    Ok(())
+}
+
+fn write_file(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    std::fs::write(path, contents).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    eprintln!("wrote {}", path.display());
     Ok(())
 }
