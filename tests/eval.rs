@@ -214,6 +214,38 @@ fn smollm2_perplexity_matches_llama_cpp() {
     assert!(err < 0.01, "perplexity {} vs llama.cpp's Q4_1 run {expected}: relative {err:.4} > 1 %", got.metric);
 }
 
+/// The sweep path on the real model, kept small for CI (2 chunks of 32
+/// tokens of the GPL-3 text, two thresholds): it must run, sparsify and stay
+/// a sane perplexity.
+#[test]
+fn smollm2_sweep_runs_from_the_cli() {
+    let Some(path) = smollm2() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("smollm2");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_deltallm"))
+        .args(["eval", "-m"])
+        .arg(&path)
+        .args(["--task", "ppl", "--data", "/usr/share/common-licenses/GPL-3", "--ctx", "32", "--limit", "2"])
+        .args(["--sweep", "delta-threshold=0,1", "--out"])
+        .arg(&prefix)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "eval failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(prefix.with_extension("json")).unwrap()).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    for row in rows {
+        let ppl = row["report"]["metric"].as_f64().unwrap();
+        assert!(ppl.is_finite() && ppl > 1.0 && ppl < 1000.0, "perplexity {ppl}: {stdout}");
+    }
+    let sparsity = |row: &serde_json::Value| row["report"]["sparsity"]["phases"]["total"]["delta_sparsity"].as_f64().unwrap();
+    assert_eq!(sparsity(&rows[0]), 0.0, "Θ = 0 is dense");
+    assert!(sparsity(&rows[1]) > 0.3, "Θ = 1 sparsifies SmolLM2's keys: {stdout}");
+    assert!(std::fs::read_to_string(prefix.with_extension("svg")).unwrap().contains("<circle"));
+}
+
 #[test]
 fn squad2_scoring_follows_the_official_script() {
     use deltallm::eval::squad::{exact_match, f1, normalize, prediction, score};
