@@ -225,7 +225,8 @@ impl SamplingArgs {
 /// What `deltallm eval` scores and where its results go.
 #[derive(Args, Clone, Debug)]
 struct EvalArgs {
-    /// ppl: perplexity of a text file; mc: WinoGrande JSON lines (sentence with one `_`, option1, option2, answer).
+    /// ppl: perplexity of a text file; mc: WinoGrande JSON lines (sentence with one `_`, option1, option2, answer);
+    /// squad2: the official SQuAD v2 JSON (greedy answers, exact match and F1).
     #[arg(long, value_enum)]
     task: EvalTask,
     /// The task's data file.
@@ -250,12 +251,17 @@ struct EvalArgs {
     /// With --sweep: write PREFIX.csv, PREFIX.json and PREFIX.svg [default: eval-TASK-sweep, or --json's stem].
     #[arg(long, value_name = "PREFIX")]
     out: Option<std::path::PathBuf>,
+    /// squad2: what the model is told to answer when the context lacks the answer; such an answer is the
+    /// empty (no-answer) prediction.
+    #[arg(long, value_name = "TEXT", default_value = "unanswerable")]
+    unanswerable: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum EvalTask {
     Ppl,
     Mc,
+    Squad2,
 }
 
 #[derive(Subcommand)]
@@ -705,10 +711,12 @@ fn logits(
 enum EvalData {
     Ppl(Vec<u32>),
     Mc(Vec<deltallm::eval::mc::McItem>, Vec<[deltallm::eval::mc::EncodedOption; 2]>),
+    /// Questions, their prompt tokens, and the ids that end an answer.
+    Squad(Vec<deltallm::eval::squad::SquadItem>, Vec<Vec<u32>>, Vec<u32>),
 }
 
 fn eval(gpu_args: &GpuArgs, model_args: &ModelArgs, args: &EvalArgs) -> anyhow::Result<()> {
-    use deltallm::eval::{GpuSource, LogitSource, TaskReport, mc, ppl, sweep};
+    use deltallm::eval::{GpuSource, LogitSource, TaskReport, mc, ppl, squad, sweep};
     if model_args.model == DEFAULT_MODEL && !std::path::Path::new(DEFAULT_MODEL).exists() {
         anyhow::bail!(
             "the default model {DEFAULT_MODEL} is not there yet: run models/fetch-smollm2.sh (or pass -m MODEL)"
@@ -738,6 +746,22 @@ fn eval(gpu_args: &GpuArgs, model_args: &ModelArgs, args: &EvalArgs) -> anyhow::
             let longest = encoded.iter().flatten().map(|o| o.tokens.len()).max().unwrap_or(0);
             (EvalData::Mc(items, encoded), longest)
         }
+        EvalTask::Squad2 => {
+            let mut items = squad::parse(&text)?;
+            items.truncate(args.limit.unwrap_or(usize::MAX));
+            let template = files.chat_template.as_ref();
+            let prompts = items
+                .iter()
+                .map(|item| squad::encode(tokenizer, template, item, &args.unanswerable))
+                .collect::<Result<Vec<_>, _>>()?;
+            // An answer ends at a stop token or at the first line break.
+            let mut stop = tokenizer.stop_ids().to_vec();
+            if let [newline] = tokenizer.encode("\n", false)?.as_slice() {
+                stop.push(*newline);
+            }
+            let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) + squad::MAX_ANSWER_TOKENS;
+            (EvalData::Squad(items, prompts, stop), longest)
+        }
     };
     let architecture = files.weights.config.architecture;
     let delta = match model_args.delta.options(architecture)? {
@@ -760,11 +784,15 @@ fn eval(gpu_args: &GpuArgs, model_args: &ModelArgs, args: &EvalArgs) -> anyhow::
         match &data {
             EvalData::Ppl(ids) => ppl::perplexity(source, ids, &ppl_options),
             EvalData::Mc(items, encoded) => mc::evaluate(source, items, encoded, args.limit, true),
+            EvalData::Squad(items, prompts, stop) => {
+                squad::evaluate(source, tokenizer, items, prompts, &args.unanswerable, stop, args.limit, true)
+            }
         }
     };
     let task_name = match args.task {
         EvalTask::Ppl => "ppl",
         EvalTask::Mc => "mc",
+        EvalTask::Squad2 => "squad2",
     };
     if axes.is_empty() {
         let report = task(&mut GpuSource { gpu: &gpu, model: &mut model })?;

@@ -1,7 +1,8 @@
 //! `deltallm eval` (issue 7): perplexity and multiple choice on a tiny
 //! fixture model against the CPU reference forward, the WinoGrande pairing
 //! rule on hand-written items, sweep parsing, a CLI sweep writing its table,
-//! CSV and SVG, and SmolLM2's perplexity against llama.cpp's.
+//! CSV and SVG, SQuAD-v2 parsing, scoring and greedy answers against the CPU
+//! reference, and SmolLM2's perplexity against llama.cpp's.
 
 use deltallm::engine::ModelFiles;
 use deltallm::eval::mc::{self, McItem};
@@ -240,10 +241,83 @@ fn smollm2_sweep_runs_from_the_cli() {
         let ppl = row["report"]["metric"].as_f64().unwrap();
         assert!(ppl.is_finite() && ppl > 1.0 && ppl < 1000.0, "perplexity {ppl}: {stdout}");
     }
-    let sparsity = |row: &serde_json::Value| row["report"]["sparsity"]["phases"]["total"]["delta_sparsity"].as_f64().unwrap();
+    let sparsity =
+        |row: &serde_json::Value| row["report"]["sparsity"]["phases"]["total"]["delta_sparsity"].as_f64().unwrap();
     assert_eq!(sparsity(&rows[0]), 0.0, "Θ = 0 is dense");
     assert!(sparsity(&rows[1]) > 0.3, "Θ = 1 sparsifies SmolLM2's keys: {stdout}");
     assert!(std::fs::read_to_string(prefix.with_extension("svg")).unwrap().contains("<circle"));
+}
+
+#[test]
+fn squad2_file_parses_and_bad_files_are_clear_errors() {
+    use deltallm::eval::squad;
+    let items = squad::parse(&std::fs::read_to_string(repo("tests/data/eval/squad2.json")).unwrap()).unwrap();
+    let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["q1", "q2", "q3"]);
+    assert_eq!(items[0].answers, ["on the mat", "the mat"]);
+    assert!(items[1].answers.is_empty(), "unanswerable: plausible answers are not gold");
+    assert_eq!(items[2].context, "Rome was founded in 753 BC.");
+    for (bad, says) in [("[]", "no \"data\""), ("{\"data\": []}", "no questions"), ("{", "not JSON")] {
+        let err = squad::parse(bad).err().expect(bad).to_string();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+}
+
+/// The generation side on the tiny model: the GPU's greedy answers (KV-cache
+/// decoding) are the CPU reference's (whole-sequence recomputation), and the
+/// report's EM/F1 are the official scores of those answers.
+#[test]
+fn squad2_on_a_tiny_model_matches_the_cpu_reference() {
+    use deltallm::eval::squad;
+    let files = tiny_llama();
+    let tokenizer = files.tokenizer.as_ref().unwrap();
+    let items = squad::parse(&std::fs::read_to_string(repo("tests/data/eval/squad2.json")).unwrap()).unwrap();
+    let prompts: Vec<Vec<u32>> = items
+        .iter()
+        .map(|i| squad::encode(tokenizer, files.chat_template.as_ref(), i, "unanswerable").unwrap())
+        .collect();
+    let longest = prompts.iter().map(Vec::len).max().unwrap() + squad::MAX_ANSWER_TOKENS;
+    let stop = tokenizer.stop_ids().to_vec();
+    let mut model = load(&files, longest as u32, None);
+    let run = |source: &mut dyn deltallm::eval::LogitSource| {
+        squad::evaluate(source, tokenizer, &items, &prompts, "unanswerable", &stop, None, false).unwrap()
+    };
+    let got = run(&mut GpuSource { gpu: gpu(), model: &mut model });
+    let expected = run(&mut CpuSource { weights: &files.weights });
+    let questions = |r: &deltallm::eval::TaskReport| r.items["questions"].as_array().unwrap().clone();
+    for (g, e) in questions(&got).iter().zip(&questions(&expected)) {
+        assert_eq!(g["generated"], e["generated"], "{}", g["id"]);
+        let answers = &items.iter().find(|i| i.id == g["id"].as_str().unwrap()).unwrap().answers;
+        let (em, f1) = squad::score(answers, g["prediction"].as_str().unwrap());
+        assert_eq!((g["exact"].as_f64().unwrap(), g["f1"].as_f64().unwrap()), (em, f1));
+    }
+    assert_eq!(got.scored, 3);
+    assert_eq!(got.metric, expected.metric);
+    assert_eq!(got.items["has_answer"]["questions"], 2);
+    assert_eq!(got.items["no_answer"]["questions"], 1);
+}
+
+#[test]
+fn squad2_from_the_cli_writes_em_and_f1() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("squad.json");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_deltallm"))
+        .args(["eval", "-m"])
+        .arg(repo("tests/data/fixtures/tiny-llama"))
+        .args(["--task", "squad2", "--data"])
+        .arg(repo("tests/data/eval/squad2.json"))
+        .args(["--limit", "2", "--unanswerable", "no answer", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "eval failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("F1"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let items = &report["report"]["items"];
+    assert_eq!(items["questions"].as_array().unwrap().len(), 2);
+    assert_eq!(items["unanswerable_string"], "no answer");
+    assert!(items["exact"].as_f64().is_some() && items["f1"].as_f64().is_some());
 }
 
 #[test]

@@ -38,6 +38,37 @@ pub trait LogitSource {
     fn delta_stats(&mut self) -> Result<Option<DeltaReport>> {
         Ok(None)
     }
+    /// Greedy continuation of `prompt` from an empty cache: at most
+    /// `max_new` tokens, stopping before any of `stop`. The default
+    /// recomputes the whole sequence per token (fine for the CPU reference on
+    /// tiny models); the GPU model decodes with its KV cache.
+    fn greedy(&mut self, prompt: &[u32], max_new: usize, stop: &[u32]) -> Result<Vec<u32>> {
+        let vocab = self.vocab_size();
+        let mut sequence = prompt.to_vec();
+        let mut out = Vec::new();
+        while out.len() < max_new {
+            let logits = self.forward_all(&sequence)?;
+            let last = &logits[logits.len() - vocab..];
+            let next = argmax(last);
+            if stop.contains(&next) {
+                break;
+            }
+            out.push(next);
+            sequence.push(next);
+        }
+        Ok(out)
+    }
+}
+
+/// The highest logit's id (ties to the lower id, as the GPU argmax).
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
 }
 
 /// The GPU model (loaded with `all_logits` and a context as long as the
@@ -58,6 +89,24 @@ impl LogitSource for GpuSource<'_> {
 
     fn delta_stats(&mut self) -> Result<Option<DeltaReport>> {
         self.model.delta_stats(self.gpu)
+    }
+
+    fn greedy(&mut self, prompt: &[u32], max_new: usize, stop: &[u32]) -> Result<Vec<u32>> {
+        self.model.reset();
+        self.model.forward(self.gpu, prompt)?;
+        let mut out = Vec::new();
+        while out.len() < max_new {
+            let next = self.model.argmax(self.gpu)?;
+            if stop.contains(&next) {
+                break;
+            }
+            out.push(next);
+            if out.len() == max_new {
+                break;
+            }
+            self.model.forward(self.gpu, &[next])?;
+        }
+        Ok(out)
     }
 }
 
