@@ -11,6 +11,7 @@
 //! may legitimately flip it.
 
 mod support;
+use support::smollm2;
 use support::{argmax, rel_l2};
 
 use deltallm::engine::{Engine, ModelFiles};
@@ -152,19 +153,6 @@ fn fixture_tokenizer_matches_the_committed_ids() {
             continue;
         }
         assert_eq!(tokenizer.encode(text, true).unwrap(), u32s(&p["ids"]), "{text:?}");
-    }
-}
-
-/// The SmolLM2 package model, when fetched (`models/fetch-smollm2.sh`; CI does).
-fn smollm2() -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if path.exists() {
-        Some(path)
-    } else if std::env::var("CI").is_ok() {
-        panic!("{} is missing: .ci/run must run models/fetch-smollm2.sh", path.display());
-    } else {
-        eprintln!("skipping: {} not fetched (run models/fetch-smollm2.sh)", path.display());
-        None
     }
 }
 

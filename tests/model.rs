@@ -3,25 +3,11 @@
 //! and bad input.
 
 mod support;
+use support::{TOKENS, gpu, tiny};
 use support::{argmax, rel_l2};
 
 use deltallm::loader::config::Architecture;
-use deltallm::model::{Model, ModelOptions, ModelWeights, synthetic};
-use deltallm::{Gpu, GpuOptions};
-use std::sync::OnceLock;
-
-fn gpu() -> &'static Gpu {
-    static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| Gpu::new_blocking(&GpuOptions::from_env()).expect("a GPU adapter"))
-}
-
-fn tiny(arch: Architecture, seed: u64) -> ModelWeights {
-    // Odd-ish sizes: hidden 96 (not a multiple of 64), GQA 6/2, head_dim 16.
-    let config = synthetic::config(arch, 96, 200, 2, 6, 2, 300);
-    synthetic::random_weights(&config, seed)
-}
-
-const TOKENS: [u32; 11] = [1, 17, 250, 3, 99, 42, 42, 7, 123, 299, 0];
+use deltallm::model::{Model, ModelOptions};
 
 fn gpu_matches_cpu(arch: Architecture, tolerance: f64) {
     let weights = tiny(arch, 7);

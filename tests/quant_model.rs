@@ -4,22 +4,15 @@
 //! and against llama.cpp's logits for the tiny Q8_0 fixture.
 
 mod support;
+use support::{TOKENS, gpu};
 use support::{argmax, rel_l2};
 
 use deltallm::cpu::quant::{BlockFormat, quantize_blocks};
 use deltallm::loader::config::Architecture;
 use deltallm::model::{Matrix, MatrixData, Model, ModelOptions, ModelWeights, synthetic};
-use deltallm::{Gpu, GpuOptions};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::OnceLock;
-
-fn gpu() -> &'static Gpu {
-    static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| Gpu::new_blocking(&GpuOptions::from_env()).expect("a GPU adapter"))
-}
-
-const TOKENS: [u32; 11] = [1, 17, 250, 3, 99, 42, 42, 7, 123, 299, 0];
 
 fn to_blocks(m: &mut Matrix, format: BlockFormat) {
     let blocks = quantize_blocks(format, &m.to_f32());

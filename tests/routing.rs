@@ -6,31 +6,24 @@
 #[allow(dead_code)]
 mod support;
 use support::rel_l2;
+use support::{TOKENS, gpu};
 
 use deltallm::cpu::model::{forward_all_planned, forward_all_routed};
 use deltallm::loader::config::Architecture;
 use deltallm::loader::safetensors::SafeTensors;
 use deltallm::model::routing::{ROUTER_ACTIONS, ROUTER_HIDDEN, Router, window_means};
 use deltallm::model::{LayerAction, LayerPlan, Model, ModelOptions, ModelWeights, PlanSource, Routers, synthetic};
-use deltallm::{Gpu, GpuOptions};
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use std::sync::OnceLock;
-
-fn gpu() -> &'static Gpu {
-    static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| Gpu::new_blocking(&GpuOptions::from_env()).expect("a GPU adapter"))
-}
 
 const HIDDEN: usize = 96;
 const LAYERS: usize = 4;
 
-/// hidden 96, 4 layers, GQA 6/2, head_dim 16, vocab 300.
+/// hidden 96, 4 layers (more than support::tiny's 2, so plans can skip and
+/// repeat in the middle), GQA 6/2, head_dim 16, vocab 300.
 fn tiny(arch: Architecture, seed: u64) -> ModelWeights {
     let config = synthetic::config(arch, HIDDEN, 200, LAYERS, 6, 2, 300);
     synthetic::random_weights(&config, seed)
 }
-
-const TOKENS: [u32; 11] = [1, 17, 250, 3, 99, 42, 42, 7, 123, 299, 0];
 
 /// Chunks of 4 so the 11 tokens take three prefill steps (GEMM and GEMV paths).
 fn all_logits_options() -> ModelOptions {

@@ -1,4 +1,43 @@
-//! Comparison helpers shared by the whole-model test binaries.
+//! Helpers shared by the whole-model test binaries: the GPU, tiny random
+//! models, the SmolLM2 package model, and comparisons. Each binary uses a
+//! part of them.
+#![allow(dead_code)]
+
+use deltallm::loader::config::Architecture;
+use deltallm::model::{ModelWeights, synthetic};
+use deltallm::{Gpu, GpuOptions};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// One GPU per test binary (opening an adapter per test is slow on lavapipe).
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| Gpu::new_blocking(&GpuOptions::from_env()).expect("a GPU adapter"))
+}
+
+/// A tiny random model with odd-ish sizes: hidden 96 (not a multiple of 64),
+/// GQA 6/2, head_dim 16, 2 layers, vocabulary 300.
+pub fn tiny(arch: Architecture, seed: u64) -> ModelWeights {
+    let config = synthetic::config(arch, 96, 200, 2, 6, 2, 300);
+    synthetic::random_weights(&config, seed)
+}
+
+/// A token sequence for the tiny models (a repeat included).
+pub const TOKENS: [u32; 11] = [1, 17, 250, 3, 99, 42, 42, 7, 123, 299, 0];
+
+/// The SmolLM2 package model, when fetched (`models/fetch-smollm2.sh`; CI
+/// does, and there a missing file is a failure, not a skip).
+pub fn smollm2() -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.exists() {
+        Some(path)
+    } else if std::env::var("CI").is_ok() {
+        panic!("{} is missing: .ci/run must run models/fetch-smollm2.sh", path.display());
+    } else {
+        eprintln!("skipping: {} not fetched (run models/fetch-smollm2.sh)", path.display());
+        None
+    }
+}
 
 /// Relative L2 error ‖a − b‖ / ‖b‖ (a non-finite value in `a` gives infinity).
 pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
