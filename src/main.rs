@@ -94,19 +94,19 @@ impl RoutingArgs {
         Ok(self.layer_plan.as_deref().map(LayerPlan::parse).transpose()?)
     }
 
-    /// Set the plan or the routers on a loaded engine.
-    fn apply(&self, engine: &mut Engine) -> anyhow::Result<()> {
+    /// Set the plan or the routers on a loaded model.
+    fn apply(&self, gpu: &deltallm::Gpu, model: &mut deltallm::model::Model) -> anyhow::Result<()> {
         if let Some(plan) = self.plan()? {
-            engine.model.set_layer_plan(&engine.gpu, plan)?;
+            model.set_layer_plan(gpu, plan)?;
         }
         if let Some(path) = &self.routers {
-            let c = &engine.model.config;
+            let c = &model.config;
             let mut routers = Routers::load(path, c.num_hidden_layers, c.hidden_size)?;
             routers.bias = self.route_bias.unwrap_or(0.0);
             if !routers.bias.is_finite() {
                 anyhow::bail!("--route-bias must be a finite number, got {}", routers.bias);
             }
-            engine.model.set_routers(Some(routers))?;
+            model.set_routers(Some(routers))?;
         }
         Ok(())
     }
@@ -544,7 +544,7 @@ fn load_engine(gpu: &GpuArgs, model: &ModelArgs, all_logits: bool) -> anyhow::Re
         ..Default::default()
     };
     let mut engine = Engine::new(gpu, files, options)?;
-    model.routing.apply(&mut engine)?;
+    model.routing.apply(&engine.gpu, &mut engine.model)?;
     eprintln!(
         "{:?}, {} layers, on {} ({:?}) in {:.1} s",
         engine.model.config.architecture,
@@ -724,6 +724,7 @@ fn eval(gpu_args: &GpuArgs, model_args: &ModelArgs, args: &EvalArgs) -> anyhow::
     }
     let axes: Vec<sweep::Axis> = args.sweep.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
     model_args.delta.options(deltallm::loader::config::Architecture::Llama)?;
+    model_args.routing.plan()?;
     let text = std::fs::read_to_string(&args.data)
         .map_err(|e| anyhow::anyhow!("reading --data {}: {e}", args.data.display()))?;
 
@@ -773,11 +774,13 @@ fn eval(gpu_args: &GpuArgs, model_args: &ModelArgs, args: &EvalArgs) -> anyhow::
     let options = ModelOptions {
         max_context: (longest as u32).max(model_args.context),
         prefill_chunk: model_args.prefill_chunk,
-        all_logits: true,
+        // squad2 decodes greedily: only the last row's argmax is needed.
+        all_logits: args.task != EvalTask::Squad2,
         delta: delta.clone(),
         ..Default::default()
     };
     let mut model = deltallm::model::Model::load(&gpu, &files.weights, options)?;
+    model_args.routing.apply(&gpu, &mut model)?;
     eprintln!("{:?} on {} ({:?})", architecture, gpu.info.name, gpu.info.backend);
 
     let task = |source: &mut dyn LogitSource| -> deltallm::Result<TaskReport> {
@@ -817,7 +820,7 @@ fn eval(gpu_args: &GpuArgs, model_args: &ModelArgs, args: &EvalArgs) -> anyhow::
                 100.0 * s.k_cache_ratio
             );
         }
-        if let Some(path) = &args.json {
+        if let Some(json_path) = &args.json {
             let object = serde_json::json!({
                 "model": path.display().to_string(),
                 "data": args.data.display().to_string(),
@@ -825,7 +828,7 @@ fn eval(gpu_args: &GpuArgs, model_args: &ModelArgs, args: &EvalArgs) -> anyhow::
                 "thresholds": model.delta_thresholds(),
                 "report": report,
             });
-            write_file(path, &serde_json::to_string_pretty(&object)?)?;
+            write_file(json_path, &serde_json::to_string_pretty(&object)?)?;
         }
         return Ok(());
     }

@@ -5,27 +5,13 @@
 //! `cpu::delta::delta_stats`.
 
 mod support;
+use support::{TOKENS, gpu, smollm2, tiny};
 use support::{argmax, rel_l2};
 
 use deltallm::cpu::model::{DeltaReference, forward_all_delta};
 use deltallm::loader::config::Architecture;
-use deltallm::model::{DeltaOptions, DeltaStage, Model, ModelOptions, ModelWeights, synthetic};
-use deltallm::{Gpu, GpuOptions};
+use deltallm::model::{DeltaOptions, DeltaStage, Model, ModelOptions};
 use std::path::Path;
-use std::sync::OnceLock;
-
-fn gpu() -> &'static Gpu {
-    static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| Gpu::new_blocking(&GpuOptions::from_env()).expect("a GPU adapter"))
-}
-
-fn tiny(arch: Architecture, seed: u64) -> ModelWeights {
-    // As tests/model.rs: hidden 96, GQA 6/2, head_dim 16, 2 layers.
-    let config = synthetic::config(arch, 96, 200, 2, 6, 2, 300);
-    synthetic::random_weights(&config, seed)
-}
-
-const TOKENS: [u32; 11] = [1, 17, 250, 3, 99, 42, 42, 7, 123, 299, 0];
 
 fn options(delta: DeltaOptions, all_logits: bool) -> ModelOptions {
     // Chunks of 4: the 11 tokens take three prefill steps.
@@ -220,6 +206,7 @@ fn bad_delta_options_are_clear_errors() {
     for (delta, needle) in [
         (DeltaOptions { threshold: -1.0, ..Default::default() }, "threshold"),
         (DeltaOptions { target_sparsity: Some(1.5), ..Default::default() }, "sparsity"),
+        (DeltaOptions { window_min: 0, ..Default::default() }, "minimum window"),
     ] {
         let err = Model::load(gpu(), &weights, options(delta, false)).err().expect("an error").to_string();
         assert!(err.contains(needle), "{err}");
@@ -227,19 +214,6 @@ fn bad_delta_options_are_clear_errors() {
     let mut dense = Model::load(gpu(), &weights, ModelOptions { max_context: 8, ..Default::default() }).unwrap();
     let err = dense.set_delta_options(gpu(), DeltaOptions::default()).unwrap_err().to_string();
     assert!(err.contains("without DeltaLLM"), "{err}");
-}
-
-/// The SmolLM2 package model, when fetched (`models/fetch-smollm2.sh`).
-fn smollm2() -> Option<std::path::PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if path.exists() {
-        Some(path)
-    } else if std::env::var("CI").is_ok() {
-        panic!("{} is missing: .ci/run must run models/fetch-smollm2.sh", path.display());
-    } else {
-        eprintln!("skipping: {} not fetched (run models/fetch-smollm2.sh)", path.display());
-        None
-    }
 }
 
 #[test]

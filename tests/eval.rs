@@ -4,20 +4,16 @@
 //! CSV and SVG, SQuAD-v2 parsing, scoring and greedy answers against the CPU
 //! reference, and SmolLM2's perplexity against llama.cpp's.
 
+mod support;
+use support::{gpu, smollm2};
+
 use deltallm::engine::ModelFiles;
 use deltallm::eval::mc::{self, McItem};
 use deltallm::eval::ppl::{self, PplOptions};
 use deltallm::eval::sweep::{self, Axis, Knob};
 use deltallm::eval::{CpuSource, GpuSource};
 use deltallm::model::{DeltaOptions, Model, ModelOptions};
-use deltallm::{Gpu, GpuOptions};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-
-fn gpu() -> &'static Gpu {
-    static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| Gpu::new_blocking(&GpuOptions::from_env()).expect("a GPU adapter"))
-}
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -162,19 +158,6 @@ fn cli_sweep_on_a_tiny_model_writes_table_csv_json_and_svg() {
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>") && svg.matches("<circle").count() == 2);
 }
 
-/// The SmolLM2 package model, when fetched (`models/fetch-smollm2.sh`; CI does).
-fn smollm2() -> Option<PathBuf> {
-    let path = repo("models/cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if path.exists() {
-        Some(path)
-    } else if std::env::var("CI").is_ok() {
-        panic!("{} is missing: .ci/run must run models/fetch-smollm2.sh", path.display());
-    } else {
-        eprintln!("skipping: {} not fetched (run models/fetch-smollm2.sh)", path.display());
-        None
-    }
-}
-
 /// `models/make_references.py smollm2-ppl`: llama.cpp's perplexity on the
 /// first 2 chunks of 128 tokens of the GPL-3 text, same tokens and chunking.
 /// The engine's default path runs the Q4_1 blocks with llama.cpp's int8
@@ -317,6 +300,7 @@ fn squad2_from_the_cli_writes_em_and_f1() {
     let items = &report["report"]["items"];
     assert_eq!(items["questions"].as_array().unwrap().len(), 2);
     assert_eq!(items["unanswerable_string"], "no answer");
+    assert!(report["model"].as_str().unwrap().ends_with("tiny-llama"), "the model's path: {}", report["model"]);
     assert!(items["exact"].as_f64().is_some() && items["f1"].as_f64().is_some());
 }
 

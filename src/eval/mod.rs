@@ -49,7 +49,8 @@ pub trait LogitSource {
         while out.len() < max_new {
             let logits = self.forward_all(&sequence)?;
             let last = &logits[logits.len() - vocab..];
-            let next = argmax(last);
+            let next = crate::cpu::sampling::argmax(last)
+                .ok_or_else(|| crate::error::Error::Invalid("greedy: the logits are all NaN".into()))?;
             if stop.contains(&next) {
                 break;
             }
@@ -58,17 +59,6 @@ pub trait LogitSource {
         }
         Ok(out)
     }
-}
-
-/// The highest logit's id (ties to the lower id, as the GPU argmax).
-fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// The GPU model (loaded with `all_logits` and a context as long as the

@@ -92,6 +92,13 @@ impl DeltaOptions {
                 self.window_scale
             )));
         }
+        if self.window_min == 0 {
+            return Err(Error::Invalid(
+                "the minimum window must be at least 1 (the query's own key is always scored exactly); \
+                 use --window 1 or more"
+                    .into(),
+            ));
+        }
         if let Some(p) = self.target_sparsity
             && !(0.0..1.0).contains(&p)
         {

@@ -439,7 +439,9 @@ impl Model {
         };
         // A step never holds more tokens than the context.
         let mut options = options;
-        options.prefill_chunk = options.prefill_chunk.clamp(1, max_context.min(crate::ops::delta::MAX_STEP_ROWS));
+        // DeltaLLM's key build walks a step's rows in one loop of bounded length.
+        let step_cap = if options.delta.is_some() { crate::ops::delta::MAX_STEP_ROWS } else { u32::MAX };
+        options.prefill_chunk = options.prefill_chunk.clamp(1, max_context.min(step_cap));
         let rows = options.prefill_chunk;
         let (hidden, q_dim, kv_dim, inter, vocab) = (
             c.hidden_size as u32,
