@@ -340,15 +340,8 @@ enum Command {
         /// Run only the rows whose name contains this text (case-insensitive).
         #[arg(long, value_name = "SUBSTR")]
         filter: Option<String>,
-        /// Also time prefill and decode of random BitNet-2B4T- and Llama-1B-shaped models.
-        #[arg(long)]
-        e2e: bool,
-        /// Time prefill and decode of this model (file, folder or Hugging Face id) instead of the random ones.
-        #[arg(short, long, value_name = "MODEL")]
-        model: Option<String>,
-        /// Layers of each random model to run (default 2; 0 = all). Per-layer cost is what matters.
-        #[arg(long, value_name = "N")]
-        layers: Option<usize>,
+        #[command(flatten)]
+        e2e: E2eArgs,
         /// Time with the wall clock even when the GPU offers timestamp queries.
         #[arg(long)]
         wall_clock: bool,
@@ -383,11 +376,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { gpu, all_limits } => info(&gpu, all_limits),
-        Command::Bench { gpu, quick, json, filter, e2e, model, layers, wall_clock, compare } => match compare {
+        Command::Bench { gpu, quick, json, filter, e2e, wall_clock, compare } => match compare {
             Some(files) => compare_reports(&files[0], &files[1]),
             None => {
                 let options = BenchOptions { quick, filter, wall_clock };
-                bench(&gpu, &options, json.as_deref(), e2e, model, layers)
+                e2e.options(quick).and_then(|e2e| bench(&gpu, &options, json.as_deref(), e2e))
             }
         },
         Command::Run { gpu, model, prompt, sampling, max_tokens, chat, json, stats } => {
@@ -480,27 +473,61 @@ fn info(args: &GpuArgs, all_limits: bool) -> anyhow::Result<()> {
     }
 }
 
+/// The end-to-end part of `deltallm bench`.
+#[derive(Args, Clone, Debug)]
+struct E2eArgs {
+    /// Also time prefill and decode of random BitNet-2B4T- and Llama-1B-shaped models.
+    #[arg(long)]
+    e2e: bool,
+    /// Time prefill and decode of this model (file, folder or Hugging Face id) instead of the random ones.
+    #[arg(short, long, value_name = "MODEL")]
+    model: Option<String>,
+    /// Layers of each random model to run (default 2; 0 = all). Per-layer cost is what matters.
+    #[arg(long, value_name = "N")]
+    layers: Option<usize>,
+    /// Prompt lengths of the end-to-end rows; decode is timed at each as context [default: 128,512,1024; --quick 8,16].
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',')]
+    prefill_tokens: Option<Vec<usize>>,
+    /// End-to-end rows with DeltaLLM attention too, Θ calibrated per layer to this delta sparsity (0 = dense only).
+    #[arg(long, value_name = "P", default_value_t = 0.6)]
+    delta_sparsity: f32,
+}
+
+impl E2eArgs {
+    /// None when no end-to-end rows were asked for.
+    fn options(&self, quick: bool) -> anyhow::Result<Option<E2eOptions>> {
+        if !self.e2e && self.model.is_none() {
+            return Ok(None);
+        }
+        if !(0.0..1.0).contains(&self.delta_sparsity) {
+            anyhow::bail!("--delta-sparsity must be in [0, 1), got {}", self.delta_sparsity);
+        }
+        let mut o = E2eOptions::new(quick);
+        if let Some(m) = &self.model {
+            o.model = Some(deltallm::hub::resolve(m)?.to_string_lossy().into_owned());
+        }
+        if let Some(n) = self.layers {
+            o.layers = (n > 0).then_some(n);
+        }
+        if let Some(lengths) = &self.prefill_tokens {
+            if lengths.is_empty() || lengths.contains(&0) {
+                anyhow::bail!("--prefill-tokens needs positive lengths, got {lengths:?}");
+            }
+            o.prefill_lengths = lengths.clone();
+        }
+        o.delta_sparsity = (self.delta_sparsity > 0.0).then_some(self.delta_sparsity);
+        Ok(Some(o))
+    }
+}
+
 fn bench(
     args: &GpuArgs,
     options: &BenchOptions,
     json: Option<&std::path::Path>,
-    e2e: bool,
-    model: Option<String>,
-    layers: Option<usize>,
+    e2e_options: Option<E2eOptions>,
 ) -> anyhow::Result<()> {
     let gpu = deltallm::Gpu::new_blocking(&args.options())?;
     eprintln!("benchmarking on {} ({:?}), portable={}", gpu.info.name, gpu.info.backend, gpu.portable);
-    let e2e_options = (e2e || model.is_some()).then(|| -> anyhow::Result<E2eOptions> {
-        let mut o = E2eOptions::new(options.quick);
-        if let Some(m) = &model {
-            o.model = Some(deltallm::hub::resolve(m)?.to_string_lossy().into_owned());
-        }
-        if let Some(n) = layers {
-            o.layers = (n > 0).then_some(n);
-        }
-        Ok(o)
-    });
-    let e2e_options = e2e_options.transpose()?;
     let report = deltallm::bench::run(&gpu, options, e2e_options.as_ref(), &mut |line| eprintln!("  {line}"))?;
     println!("{}", report.table());
     if let Some(path) = json {

@@ -60,9 +60,23 @@ fn quick_suite_json_has_every_row_with_positive_times() {
         assert!(r["pct_of_copy"].as_f64().unwrap() > 0.0);
     }
     let e2e_rows = value["e2e"].as_array().unwrap();
-    assert_eq!(e2e_rows.len(), 4, "prefill and decode of two models");
+    // Two models × two prompt lengths × (prefill, decode) × (dense, DeltaLLM).
+    assert_eq!(e2e_rows.len(), 16, "{e2e_rows:#?}");
     for r in e2e_rows {
-        assert!(r["tokens_per_s"].as_f64().unwrap() > 0.0, "{}", r["name"]);
+        let name = r["name"].as_str().unwrap();
+        assert!(r["tokens_per_s"].as_f64().unwrap() > 0.0, "{name}");
+        // DeltaLLM rows carry the sparsity measured on the run (calibrated to 60 %).
+        match r["delta_sparsity"].as_f64() {
+            Some(d) => assert!(name.contains("delta") && (0.3..0.95).contains(&d), "{name}: {d}"),
+            None => assert!(!name.contains("delta"), "{name} has no delta sparsity"),
+        }
+    }
+    for name in [
+        "bitnet-tiny prefill 16 (1/2 layers)",
+        "llama-tiny decode at 8 (1/2 layers)",
+        "llama-tiny decode at 16 (1/2 layers) delta",
+    ] {
+        assert!(e2e_rows.iter().any(|r| r["name"] == name), "no row {name}");
     }
     // The JSON reads back into a Report (what --compare does).
     let back: Report = serde_json::from_str(&json).unwrap();

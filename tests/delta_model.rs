@@ -84,6 +84,16 @@ fn target_sparsity_calibrates_each_layer() {
         let s = l.phases.prefill.delta_sparsity;
         assert!((0.5..0.7).contains(&s), "layer {}: Θ {} gives {s}", l.layer, l.threshold);
     }
+    let calibrated = model.forward_all(gpu(), &TOKENS).unwrap();
+
+    // Fixing the calibrated Θs gives the same sequence without calibrating again.
+    model.set_delta_thresholds(gpu(), &thresholds).unwrap();
+    assert_eq!(model.forward_all(gpu(), &TOKENS).unwrap(), calibrated);
+    assert_eq!(model.delta_thresholds().unwrap(), thresholds.as_slice());
+    for bad in [vec![0.5], vec![0.5, f32::NAN], vec![0.5, -1.0]] {
+        let err = model.set_delta_thresholds(gpu(), &bad).unwrap_err().to_string();
+        assert!(err.contains("one per layer"), "{err}");
+    }
 }
 
 #[test]

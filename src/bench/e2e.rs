@@ -8,6 +8,13 @@
 //! per-layer cost is the same), and the row names say how many. Embeddings
 //! (and Llama's linears) are bf16, as the real checkpoints ship them.
 //!
+//! Each prompt length of [`E2eOptions::prefill_lengths`] is timed, then
+//! decode steps at that context. With [`E2eOptions::delta_sparsity`] the
+//! same runs are repeated with DeltaLLM attention, Θ calibrated per layer
+//! on the first prompt for that delta sparsity and then held fixed (so the
+//! timed prefills do not include calibration); the rows carry the delta
+//! sparsity measured on the run.
+//!
 //! A model with more layers than [`E2eOptions::skip_layers`] + 1 is timed a
 //! second time with a layer plan (Dr.LLM routing) that skips that many
 //! layers: the ones just before the last, which layer-pruning studies find
@@ -20,7 +27,7 @@ use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::model::synthetic;
 use crate::model::weights::{Matrix, MatrixData, ModelWeights};
-use crate::model::{LayerAction, LayerPlan, Model, ModelOptions};
+use crate::model::{DeltaOptions, LayerAction, LayerPlan, Model, ModelOptions};
 use half::bf16;
 use std::time::Instant;
 
@@ -32,12 +39,17 @@ pub struct E2eOptions {
     pub model: Option<String>,
     /// Layers of each synthetic model to run (None: all of them).
     pub layers: Option<usize>,
-    pub prefill_tokens: usize,
+    /// Prompt lengths to time; decode is timed at each of them as context.
+    pub prefill_lengths: Vec<usize>,
     pub decode_steps: usize,
     /// Timed prefills (each after a reset).
     pub prefill_reps: usize,
-    /// Also time with a layer plan skipping this many layers (0 = not).
+    /// Also time with a layer plan skipping this many layers (0 = not),
+    /// at the first prompt length.
     pub skip_layers: usize,
+    /// Also time with DeltaLLM attention calibrated to this delta sparsity
+    /// (None = dense only).
+    pub delta_sparsity: Option<f32>,
 }
 
 impl E2eOptions {
@@ -46,19 +58,21 @@ impl E2eOptions {
             E2eOptions {
                 model: None,
                 layers: Some(1),
-                prefill_tokens: 8,
+                prefill_lengths: vec![8, 16],
                 decode_steps: 3,
                 prefill_reps: 1,
                 skip_layers: 4,
+                delta_sparsity: Some(0.6),
             }
         } else {
             E2eOptions {
                 model: None,
                 layers: Some(2),
-                prefill_tokens: 128,
+                prefill_lengths: vec![128, 512, 1024],
                 decode_steps: 8,
                 prefill_reps: 2,
                 skip_layers: 4,
+                delta_sparsity: Some(0.6),
             }
         }
     }
@@ -114,10 +128,12 @@ fn row(name: String, model: &str, layers: usize, tokens: usize, samples_ms: &[f6
         p10_ms: percentile(samples_ms, 10.0),
         p90_ms: percentile(samples_ms, 90.0),
         tokens_per_s: tokens as f64 / (median_ms / 1e3),
+        delta_sparsity: None,
     }
 }
 
-/// Time prefill and decode of one model.
+/// Time prefill and decode of one model, dense and (when asked) with
+/// DeltaLLM attention.
 fn time_model(
     gpu: &Gpu,
     label: &str,
@@ -128,26 +144,24 @@ fn time_model(
 ) -> Result<Vec<E2eRow>> {
     let c = &weights.config;
     let layers = c.num_hidden_layers;
-    // A model with a short context gets a shorter prompt rather than an error.
-    let wanted = options.prefill_tokens + options.decode_steps + 1;
+    let longest = options.prefill_lengths.iter().copied().max().unwrap_or(1).max(1);
+    // A model with a short context gets shorter prompts rather than an error.
+    let wanted = longest + options.decode_steps + 1;
     let context = wanted.next_power_of_two().min(c.max_position_embeddings.max(2));
-    let prompt_len = options.prefill_tokens.min(context - 1 - options.decode_steps.min(context - 2)).max(1);
-    let context = context as u32;
-    let model_options =
-        ModelOptions { max_context: context, prefill_chunk: 64, all_logits: false, ..Default::default() };
-    let started = Instant::now();
-    let mut model = Model::load(gpu, weights, model_options)?;
-    gpu.wait()?;
-    progress(&format!("{label}: loaded in {:.1} s", started.elapsed().as_secs_f64()));
+    let fit = |n: usize| n.min(context - 1 - options.decode_steps.min(context - 2)).max(1);
+    let mut lengths: Vec<usize> = options.prefill_lengths.iter().map(|&n| fit(n)).collect();
+    lengths.dedup();
     let vocab = c.vocab_size as u32;
-    let prompt: Vec<u32> = (0..prompt_len as u32).map(|i| (i * 7919 + 13) % vocab).collect();
-
-    // Warm-up: builds nothing new (pipelines exist after load) but touches every buffer once.
-    model.forward(gpu, &prompt[..1])?;
-    model.argmax(gpu)?;
-
+    let prompt: Vec<u32> = (0..fit(longest) as u32).map(|i| (i * 7919 + 13) % vocab).collect();
     let depth = if layers == total_layers { String::new() } else { format!(" ({layers}/{total_layers} layers)") };
-    let mut rows = time_steps(gpu, &mut model, label, &depth, &prompt, options, progress)?;
+
+    let mut rows = Vec::new();
+    let dense =
+        ModelOptions { max_context: context as u32, prefill_chunk: 64, all_logits: false, ..Default::default() };
+    let mut model = load(gpu, label, weights, dense.clone(), progress)?;
+    for &n in &lengths {
+        rows.extend(time_steps(gpu, &mut model, label, &depth, &prompt[..n], options, progress)?);
+    }
     let skip = options.skip_layers;
     if skip > 0 && layers > skip + 1 {
         let mut plan = LayerPlan::plain(layers);
@@ -155,12 +169,51 @@ fn time_model(
         model.set_layer_plan(gpu, plan.clone())?;
         progress(&format!("{label}: layer plan skipping {skip} layers: {plan}"));
         let depth = format!("{depth} (plan skips {skip} layers)");
-        rows.extend(time_steps(gpu, &mut model, label, &depth, &prompt, options, progress)?);
+        rows.extend(time_steps(gpu, &mut model, label, &depth, &prompt[..lengths[0]], options, progress)?);
+    }
+    drop(model);
+
+    if let Some(target) = options.delta_sparsity {
+        let delta = DeltaOptions { target_sparsity: Some(target), ..DeltaOptions::for_architecture(c.architecture) };
+        let mut model = load(gpu, label, weights, ModelOptions { delta: Some(delta), ..dense }, progress)?;
+        // Calibrate on the longest prompt, then hold Θ fixed for the timed runs.
+        model.reset();
+        model.forward(gpu, &prompt)?;
+        let thresholds = model.delta_thresholds().unwrap_or_default().to_vec();
+        model.set_delta_thresholds(gpu, &thresholds)?;
+        progress(&format!("{label}: DeltaLLM Θ per layer for {:.0} % delta sparsity: {thresholds:?}", 100.0 * target));
+        let depth = format!("{depth} delta");
+        for &n in &lengths {
+            let mut timed = time_steps(gpu, &mut model, label, &depth, &prompt[..n], options, progress)?;
+            let measured = model.delta_stats(gpu)?.map(|r| r.phases.total.delta_sparsity);
+            for r in &mut timed {
+                r.delta_sparsity = measured;
+            }
+            rows.extend(timed);
+        }
     }
     Ok(rows)
 }
 
-/// Time prefill and decode of a loaded model; the row names start with `label`.
+fn load(
+    gpu: &Gpu,
+    label: &str,
+    weights: &ModelWeights,
+    options: ModelOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Model> {
+    let started = Instant::now();
+    let mut model = Model::load(gpu, weights, options)?;
+    gpu.wait()?;
+    progress(&format!("{label}: loaded in {:.1} s", started.elapsed().as_secs_f64()));
+    // Warm-up: builds nothing new (pipelines exist after load) but touches every buffer once.
+    model.forward(gpu, &[0])?;
+    model.argmax(gpu)?;
+    model.reset();
+    Ok(model)
+}
+
+/// Time prefill of `prompt` and decode after it; the row names start with `label`.
 fn time_steps(
     gpu: &Gpu,
     model: &mut Model,
@@ -187,10 +240,11 @@ fn time_steps(
         token = model.argmax(gpu)?;
         decode_ms.push(start.elapsed().as_secs_f64() * 1e3);
     }
-    let prefill = row(format!("{label} prefill {}{depth}", prompt.len()), label, layers, prompt.len(), &prefill_ms);
-    let decode = row(format!("{label} decode{depth}"), label, layers, 1, &decode_ms);
+    let n = prompt.len();
+    let prefill = row(format!("{label} prefill {n}{depth}"), label, layers, n, &prefill_ms);
+    let decode = row(format!("{label} decode at {n}{depth}"), label, layers, 1, &decode_ms);
     for r in [&prefill, &decode] {
-        progress(&format!("{:<50} median {:>10.1} ms  {:.2} tok/s", r.name, r.median_ms, r.tokens_per_s));
+        progress(&format!("{:<60} median {:>10.1} ms  {:.2} tok/s", r.name, r.median_ms, r.tokens_per_s));
     }
     Ok(vec![prefill, decode])
 }

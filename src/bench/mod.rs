@@ -166,6 +166,8 @@ pub struct E2eRow {
     pub p10_ms: f64,
     pub p90_ms: f64,
     pub tokens_per_s: f64,
+    /// Delta sparsity measured on the run, for rows with DeltaLLM attention.
+    pub delta_sparsity: Option<f64>,
 }
 
 /// Everything one `deltallm bench` run measured.
@@ -238,12 +240,15 @@ impl Report {
             }
         }
         if !self.e2e.is_empty() {
-            let _ =
-                writeln!(s, "\n| end to end | tokens | median ms | p10–p90 ms | tok/s |\n|---|---:|---:|---:|---:|");
+            let _ = writeln!(
+                s,
+                "\n| end to end | tokens | median ms | p10–p90 ms | tok/s | delta sparsity |\n|---|---:|---:|---:|---:|---:|"
+            );
             for r in &self.e2e {
+                let sparsity = r.delta_sparsity.map_or("–".to_string(), |d| format!("{:.1}%", 100.0 * d));
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {}–{} | {:.2} |",
+                    "| {} | {} | {} | {}–{} | {:.2} | {sparsity} |",
                     r.name,
                     r.tokens,
                     fmt_ms(r.median_ms),

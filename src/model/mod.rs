@@ -783,6 +783,33 @@ impl Model {
         Ok(())
     }
 
+    /// Fix Θ per layer (e.g. the ones a calibrated prompt chose, from
+    /// [`Model::delta_thresholds`]) so later sequences skip calibration;
+    /// starts a new sequence.
+    pub fn set_delta_thresholds(&mut self, gpu: &Gpu, thresholds: &[f32]) -> Result<()> {
+        let Some(state) = &mut self.delta else {
+            return Err(Error::Invalid("this model was loaded without DeltaLLM attention".into()));
+        };
+        if thresholds.len() != self.layers.len() || thresholds.iter().any(|t| !t.is_finite() || *t < 0.0) {
+            return Err(Error::Invalid(format!(
+                "need {} finite, non-negative thresholds (one per layer), got {thresholds:?}",
+                self.layers.len()
+            )));
+        }
+        for (layer, &theta) in self.layers.iter_mut().zip(thresholds) {
+            for d in layer.deltas_mut() {
+                d.keys.set_theta(gpu, theta)?;
+            }
+        }
+        state.options.target_sparsity = None;
+        state.thresholds = thresholds.to_vec();
+        if let Some(options) = &mut self.options.delta {
+            options.target_sparsity = None;
+        }
+        self.reset();
+        Ok(())
+    }
+
     /// Post-RoPE keys of layer `layer` for the positions so far,
     /// `[position][kv_heads · head_dim]` (read back from its KV cache; for
     /// tests and statistics).
