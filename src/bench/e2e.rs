@@ -22,7 +22,7 @@ use crate::model::synthetic;
 use crate::model::weights::{Matrix, MatrixData, ModelWeights};
 use crate::model::{LayerAction, LayerPlan, Model, ModelOptions};
 use half::bf16;
-use std::time::Instant;
+use web_time::Instant;
 
 /// Which models to run and how long.
 #[derive(Clone, Debug)]
@@ -118,7 +118,7 @@ fn row(name: String, model: &str, layers: usize, tokens: usize, samples_ms: &[f6
 }
 
 /// Time prefill and decode of one model.
-fn time_model(
+async fn time_model(
     gpu: &Gpu,
     label: &str,
     weights: &ModelWeights,
@@ -136,18 +136,18 @@ fn time_model(
     let model_options =
         ModelOptions { max_context: context, prefill_chunk: 64, all_logits: false, ..Default::default() };
     let started = Instant::now();
-    let mut model = Model::load(gpu, weights, model_options)?;
-    gpu.wait()?;
+    let mut model = Model::load_async(gpu, weights, model_options, &mut |_, _| {}).await?;
+    gpu.wait_async().await?;
     progress(&format!("{label}: loaded in {:.1} s", started.elapsed().as_secs_f64()));
     let vocab = c.vocab_size as u32;
     let prompt: Vec<u32> = (0..prompt_len as u32).map(|i| (i * 7919 + 13) % vocab).collect();
 
     // Warm-up: builds nothing new (pipelines exist after load) but touches every buffer once.
-    model.forward(gpu, &prompt[..1])?;
-    model.argmax(gpu)?;
+    model.forward_async(gpu, &prompt[..1]).await?;
+    model.argmax_async(gpu).await?;
 
     let depth = if layers == total_layers { String::new() } else { format!(" ({layers}/{total_layers} layers)") };
-    let mut rows = time_steps(gpu, &mut model, label, &depth, &prompt, options, progress)?;
+    let mut rows = time_steps(gpu, &mut model, label, &depth, &prompt, options, progress).await?;
     let skip = options.skip_layers;
     if skip > 0 && layers > skip + 1 {
         let mut plan = LayerPlan::plain(layers);
@@ -155,13 +155,13 @@ fn time_model(
         model.set_layer_plan(gpu, plan.clone())?;
         progress(&format!("{label}: layer plan skipping {skip} layers: {plan}"));
         let depth = format!("{depth} (plan skips {skip} layers)");
-        rows.extend(time_steps(gpu, &mut model, label, &depth, &prompt, options, progress)?);
+        rows.extend(time_steps(gpu, &mut model, label, &depth, &prompt, options, progress).await?);
     }
     Ok(rows)
 }
 
 /// Time prefill and decode of a loaded model; the row names start with `label`.
-fn time_steps(
+async fn time_steps(
     gpu: &Gpu,
     model: &mut Model,
     label: &str,
@@ -175,16 +175,16 @@ fn time_steps(
     for _ in 0..options.prefill_reps.max(1) {
         model.reset();
         let start = Instant::now();
-        model.forward(gpu, prompt)?;
-        model.argmax(gpu)?;
+        model.forward_async(gpu, prompt).await?;
+        model.argmax_async(gpu).await?;
         prefill_ms.push(start.elapsed().as_secs_f64() * 1e3);
     }
     let mut decode_ms = Vec::new();
-    let mut token = model.argmax(gpu)?;
+    let mut token = model.argmax_async(gpu).await?;
     for _ in 0..options.decode_steps {
         let start = Instant::now();
-        model.forward(gpu, &[token])?;
-        token = model.argmax(gpu)?;
+        model.forward_async(gpu, &[token]).await?;
+        token = model.argmax_async(gpu).await?;
         decode_ms.push(start.elapsed().as_secs_f64() * 1e3);
     }
     let prefill = row(format!("{label} prefill {}{depth}", prompt.len()), label, layers, prompt.len(), &prefill_ms);
@@ -196,7 +196,7 @@ fn time_steps(
 }
 
 /// Run the end-to-end part.
-pub fn run(
+pub async fn run(
     gpu: &Gpu,
     bench: &BenchOptions,
     options: &E2eOptions,
@@ -212,7 +212,7 @@ pub fn run(
         progress(&format!("{label}: reading weights"));
         let files = crate::engine::ModelFiles::load(path)?;
         let layers = files.weights.config.num_hidden_layers;
-        rows.extend(time_model(gpu, &label, &files.weights, layers, options, progress)?);
+        rows.extend(time_model(gpu, &label, &files.weights, layers, options, progress).await?);
         return Ok(rows);
     }
     let configs = if bench.quick {
@@ -230,7 +230,7 @@ pub fn run(
         let total_layers = config.num_hidden_layers;
         progress(&format!("{label}: generating random weights"));
         let weights = synthetic_weights(config, options.layers);
-        rows.extend(time_model(gpu, &label, &weights, total_layers, options, progress)?);
+        rows.extend(time_model(gpu, &label, &weights, total_layers, options, progress).await?);
     }
     Ok(rows)
 }
