@@ -1,4 +1,4 @@
-//! The JS API (web/README.md): adapter facts, loading a model from bytes,
+//! The JS API (web/API.md): adapter facts, loading a model from bytes,
 //! streaming generation, and the kernel benchmark.
 
 use crate::convert::{NO_WEBGPU, callback, describe, error, from_js, get, has_webgpu, to_js};
@@ -43,12 +43,18 @@ impl log::Log for Console {
     fn flush(&self) {}
 }
 
-/// Open the page's GPU the way the engine uses it.
+/// Open the page's GPU the way the engine uses it. wgpu leaves the
+/// adapter's name empty on the web; it is filled from the browser's
+/// `adapter.info`.
 async fn open_gpu() -> Result<Gpu, JsError> {
     if !has_webgpu() {
         return Err(error(NO_WEBGPU));
     }
-    Gpu::new(&GpuOptions::default()).await.map_err(error)
+    let mut gpu = Gpu::new(&GpuOptions::default()).await.map_err(error)?;
+    if gpu.info.name.is_empty() {
+        gpu.info.name = browser_adapter().await.name;
+    }
+    Ok(gpu)
 }
 
 /// The limits that decide which models fit, with WebGPU's names.
@@ -66,20 +72,34 @@ fn limits_json(l: &wgpu::Limits) -> serde_json::Value {
     })
 }
 
-/// The feature names the browser's adapter lists (`adapter.features`),
-/// asked directly: wgpu only maps the features it knows.
-async fn browser_features() -> Vec<String> {
+/// What the browser itself says about its adapter, asked directly: wgpu
+/// only maps the features it knows and gives no name on the web.
+#[derive(Default)]
+struct BrowserAdapter {
+    /// `info.description`, else `info.vendor info.architecture`.
+    name: String,
+    /// `adapter.features`, e.g. "shader-f16", "subgroups".
+    features: Vec<String>,
+}
+
+async fn browser_adapter() -> BrowserAdapter {
     let gpu = get(&get(&js_sys::global(), "navigator"), "gpu");
-    let Some(request) = callback(&get(&gpu, "requestAdapter")) else { return Vec::new() };
+    let Some(request) = callback(&get(&gpu, "requestAdapter")) else { return BrowserAdapter::default() };
     let Ok(promise) = request.call0(&gpu).and_then(|p| p.dyn_into::<js_sys::Promise>()) else {
-        return Vec::new();
+        return BrowserAdapter::default();
     };
-    match wasm_bindgen_futures::JsFuture::from(promise).await {
-        Ok(adapter) if !adapter.is_null() && !adapter.is_undefined() => {
-            Array::from(&get(&adapter, "features")).iter().filter_map(|f| f.as_string()).collect()
-        }
-        _ => Vec::new(),
-    }
+    let adapter = match wasm_bindgen_futures::JsFuture::from(promise).await {
+        Ok(adapter) if !adapter.is_null() && !adapter.is_undefined() => adapter,
+        _ => return BrowserAdapter::default(),
+    };
+    let info = get(&adapter, "info");
+    let text = |key: &str| get(&info, key).as_string().unwrap_or_default();
+    let name = match text("description") {
+        d if !d.is_empty() => d,
+        _ => format!("{} {}", text("vendor"), text("architecture")).trim().to_string(),
+    };
+    let features = Array::from(&get(&adapter, "features")).iter().filter_map(|f| f.as_string()).collect();
+    BrowserAdapter { name, features }
 }
 
 /// Facts about the page's WebGPU adapter:
@@ -89,7 +109,7 @@ async fn browser_features() -> Vec<String> {
 #[wasm_bindgen(js_name = webgpuInfo)]
 pub async fn webgpu_info() -> Result<JsValue, JsError> {
     let gpu = open_gpu().await?;
-    let features = browser_features().await;
+    let features = browser_adapter().await.features;
     let has = |name: &str| features.iter().any(|f| f == name);
     let info = json!({
         "adapter": gpu.info.name,
@@ -157,7 +177,7 @@ pub struct Engine {
 
 const BUSY: &str = "the engine is busy with another generate(); await it first";
 
-/// `generate`'s request object (web/README.md).
+/// `generate`'s request object (web/API.md).
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 struct Request {

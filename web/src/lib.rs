@@ -1,5 +1,5 @@
 //! deltallm in the browser: the same engine, compiled to wasm32, running on
-//! the page's WebGPU adapter, behind the small JS API of web/README.md
+//! the page's WebGPU adapter, behind the small JS API of web/API.md
 //! (`webgpuInfo`, `Engine.load`/`info`/`generate`/`reset`, `runBench`,
 //! `benchTable`).
 //!
