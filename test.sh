@@ -16,3 +16,6 @@ DELTALLM_PORTABLE=1 cargo test --release --test kernels --test model --test delt
 
 echo "== GPU kernel tests, GL backend =="
 WGPU_BACKEND=gl cargo test --release --test kernels --test bench
+
+echo "== the engine and its browser bindings compile for wasm32 =="
+cargo check -p deltallm-web --target wasm32-unknown-unknown

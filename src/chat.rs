@@ -270,7 +270,7 @@ impl serde_json::ser::Formatter for PythonJsonFormatter {
 fn unix_now() -> i64 {
     #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
     {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+        web_time::SystemTime::now().duration_since(web_time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
     }
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
     {

@@ -5,7 +5,9 @@
 use crate::chat::{ChatTemplate, Message};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::loader::config::ModelConfig;
 use crate::loader::gguf::Gguf;
+use crate::loader::safetensors::SafeTensors;
 use crate::model::{
     DeltaOptions, DeltaReport, LayerPlan, Model, ModelOptions, ModelWeights, PlanSource, RoutingReport,
 };
@@ -28,44 +30,136 @@ impl ModelFiles {
         if path.is_dir() {
             let weights = ModelWeights::from_hf_dir(path)?;
             let tokenizer_path = path.join("tokenizer.json");
-            let tokenizer = if tokenizer_path.exists() {
-                Some(
-                    Tokenizer::from_file(&tokenizer_path)?
-                        .with_special_ids(weights.config.bos_token_id, weights.config.stop_token_ids.clone()),
-                )
+            let tokenizer_json = if tokenizer_path.exists() {
+                let bytes = std::fs::read(&tokenizer_path)
+                    .map_err(|source| Error::Io { path: tokenizer_path.display().to_string(), source })?;
+                Some((tokenizer_path.display().to_string(), bytes))
             } else {
-                log::warn!("{}: no tokenizer.json; only --tokens input will work", path.display());
                 None
             };
             let config_path = path.join("tokenizer_config.json");
-            let chat_template = match std::fs::read_to_string(&config_path) {
-                Ok(json) => match ChatTemplate::from_tokenizer_config(&json) {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        log::warn!("{}: {e}; using a built-in chat template", config_path.display());
-                        None
-                    }
-                },
-                Err(_) => None,
-            };
-            Ok(ModelFiles { weights, tokenizer, chat_template })
+            let tokenizer_config =
+                std::fs::read_to_string(&config_path).ok().map(|json| (config_path.display().to_string(), json));
+            Self::from_hf_parts(weights, tokenizer_json, tokenizer_config, &path.display().to_string())
         } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
-            let gguf = Gguf::open(path)?;
-            let weights = ModelWeights::from_gguf(&gguf)?;
-            let tokenizer = tokenizer_from_gguf(&gguf)?;
-            let chat_template = match (gguf.opt_str("tokenizer.chat_template")?, &tokenizer) {
-                (Some(source), Some(tok)) => {
-                    let name = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
-                    let eos = tok.stop_ids().first().copied();
-                    Some(ChatTemplate::from_gguf(source, &name(tok.bos_id()), &name(eos))?)
-                }
-                _ => None,
-            };
-            Ok(ModelFiles { weights, tokenizer, chat_template })
+            Self::from_gguf(&Gguf::open(path)?)
         } else {
             // ModelWeights::load gives the right message for the other cases.
             ModelWeights::load(path).map(|weights| ModelFiles { weights, tokenizer: None, chat_template: None })
         }
+    }
+
+    /// Load from files held in memory (a browser's downloads or file
+    /// picks), each `(file name, bytes)`: one `.gguf`, or `config.json` +
+    /// `*.safetensors` (+ `tokenizer.json`, `tokenizer_config.json`,
+    /// `generation_config.json`). Names are matched on their last path
+    /// component; other files are ignored. The bytes move into the parsers
+    /// and are freed once the weights are decoded.
+    pub fn from_bytes(files: Vec<(String, Vec<u8>)>) -> Result<Self> {
+        let base = |name: &str| name.rsplit(['/', '\\']).next().unwrap_or(name).to_string();
+        let mut ggufs = Vec::new();
+        let mut shards = Vec::new();
+        let (mut config, mut generation, mut tokenizer, mut tokenizer_config) = (None, None, None, None);
+        let text = |name: &str, bytes: Vec<u8>| {
+            String::from_utf8(bytes).map_err(|_| Error::Invalid(format!("{name} is not UTF-8 text")))
+        };
+        for (name, bytes) in files {
+            let file = base(&name);
+            let lower = file.to_lowercase();
+            if lower.ends_with(".gguf") {
+                ggufs.push((file, bytes));
+            } else if lower.ends_with(".safetensors") {
+                shards.push((file, bytes));
+            } else if file == "config.json" {
+                config = Some(text(&file, bytes)?);
+            } else if file == "generation_config.json" {
+                generation = Some(text(&file, bytes)?);
+            } else if file == "tokenizer.json" {
+                tokenizer = Some((file, bytes));
+            } else if file == "tokenizer_config.json" {
+                tokenizer_config = Some((file.clone(), text(&file, bytes)?));
+            }
+        }
+        if !ggufs.is_empty() {
+            if ggufs.len() > 1 || !shards.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "give one model: {} .gguf and {} .safetensors files were given",
+                    ggufs.len(),
+                    shards.len()
+                )));
+            }
+            let (name, bytes) = ggufs.remove(0);
+            return Self::from_gguf(&Gguf::from_named_bytes(&name, bytes)?);
+        }
+        let Some(config) = config else {
+            return Err(Error::Invalid(
+                "no model among the files: give one .gguf, or config.json with the *.safetensors files".into(),
+            ));
+        };
+        if shards.is_empty() {
+            return Err(Error::Invalid("config.json was given but no *.safetensors file".into()));
+        }
+        let mut model_config = ModelConfig::from_hf_json(&config).map_err(|e| match e {
+            Error::Load(inner) => Error::Load(inner.in_file("config.json")),
+            other => other,
+        })?;
+        if let Some(json) = generation {
+            model_config.add_generation_config(&json)?;
+        }
+        let tensors = SafeTensors::from_bytes(shards)?;
+        let weights = ModelWeights::from_safetensors(model_config, &tensors)?;
+        drop(tensors);
+        Self::from_hf_parts(weights, tokenizer, tokenizer_config, "the model files")
+    }
+
+    /// A GGUF's weights, tokenizer and chat template.
+    fn from_gguf(gguf: &Gguf) -> Result<Self> {
+        let weights = ModelWeights::from_gguf(gguf)?;
+        let tokenizer = tokenizer_from_gguf(gguf)?;
+        let chat_template = match (gguf.opt_str("tokenizer.chat_template")?, &tokenizer) {
+            (Some(source), Some(tok)) => {
+                let name = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
+                let eos = tok.stop_ids().first().copied();
+                Some(ChatTemplate::from_gguf(source, &name(tok.bos_id()), &name(eos))?)
+            }
+            _ => None,
+        };
+        Ok(ModelFiles { weights, tokenizer, chat_template })
+    }
+
+    /// A Hugging Face model's weights with its optional `tokenizer.json`
+    /// and `tokenizer_config.json` (each with the name it came from).
+    fn from_hf_parts(
+        weights: ModelWeights,
+        tokenizer_json: Option<(String, Vec<u8>)>,
+        tokenizer_config: Option<(String, String)>,
+        source: &str,
+    ) -> Result<Self> {
+        let tokenizer = match tokenizer_json {
+            Some((name, bytes)) => Some(
+                Tokenizer::from_bytes(&bytes)
+                    .map_err(|e| match e {
+                        Error::Tokenizer(message) => Error::Tokenizer(format!("{name}: {message}")),
+                        other => other,
+                    })?
+                    .with_special_ids(weights.config.bos_token_id, weights.config.stop_token_ids.clone()),
+            ),
+            None => {
+                log::warn!("{source}: no tokenizer.json; only --tokens input will work");
+                None
+            }
+        };
+        let chat_template = match tokenizer_config {
+            Some((name, json)) => match ChatTemplate::from_tokenizer_config(&json) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    log::warn!("{name}: {e}; using a built-in chat template");
+                    None
+                }
+            },
+            None => None,
+        };
+        Ok(ModelFiles { weights, tokenizer, chat_template })
     }
 }
 
@@ -159,9 +253,24 @@ fn now() -> web_time::Instant {
 }
 
 impl Engine {
+    /// Blocking form of [`Engine::new_async`] for native code.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(gpu: Gpu, files: ModelFiles, options: ModelOptions) -> Result<Self> {
-        let model = Model::load(&gpu, &files.weights, options)?;
-        Ok(Engine { gpu, model, tokenizer: files.tokenizer, chat_template: files.chat_template })
+        pollster::block_on(Self::new_async(gpu, files, options, &mut |_, _| {}))
+    }
+
+    /// Upload the weights of `files` to `gpu` (they are dropped afterwards),
+    /// calling `progress(done, total)` per uploaded layer.
+    pub async fn new_async(
+        gpu: Gpu,
+        files: ModelFiles,
+        options: ModelOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        let ModelFiles { weights, tokenizer, chat_template } = files;
+        let model = Model::load_async(&gpu, &weights, options, progress).await?;
+        drop(weights);
+        Ok(Engine { gpu, model, tokenizer, chat_template })
     }
 
     pub fn tokenizer(&self) -> Result<&Tokenizer> {
@@ -213,7 +322,22 @@ impl Engine {
 
     /// Generate after `prompt` from an empty cache, calling `on_token` with
     /// each new id as soon as it is known (return an error to stop early).
+    /// Blocking form of [`Engine::generate_async`] for native code.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        options: &GenerateOptions,
+        on_token: impl FnMut(u32) -> Result<()>,
+    ) -> Result<Generation> {
+        pollster::block_on(self.generate_async(prompt, options, on_token))
+    }
+
+    /// Generate after `prompt` from an empty cache, calling `on_token` with
+    /// each new id as soon as it is known (return an error to stop early).
+    /// Async: every read-back awaits the GPU, so the browser's event loop
+    /// keeps running (and can paint the token `on_token` just received).
+    pub async fn generate_async(
         &mut self,
         prompt: &[u32],
         options: &GenerateOptions,
@@ -248,8 +372,8 @@ impl Engine {
         self.model.reset();
 
         let start = now();
-        self.model.forward(&self.gpu, prompt)?;
-        let mut next = self.pick(&mut sampler, greedy, &history)?;
+        self.model.forward_async(&self.gpu, prompt).await?;
+        let mut next = self.pick(&mut sampler, greedy, &history).await?;
         generation.prefill_seconds = start.elapsed().as_secs_f64();
         generation.routing = Some(self.model.routing_report());
 
@@ -265,22 +389,22 @@ impl Engine {
             if generation.tokens.len() == options.max_tokens {
                 break;
             }
-            self.model.forward(&self.gpu, &[next])?;
-            next = self.pick(&mut sampler, greedy, &history)?;
+            self.model.forward_async(&self.gpu, &[next]).await?;
+            next = self.pick(&mut sampler, greedy, &history).await?;
         }
         generation.decode_seconds = start.elapsed().as_secs_f64();
         if options.delta_stats {
             // The last token was picked but never run: the stats cover the positions in the cache.
-            generation.delta = self.model.delta_stats(&self.gpu)?;
+            generation.delta = self.model.delta_stats_async(&self.gpu).await?;
         }
         Ok(generation)
     }
 
-    fn pick(&self, sampler: &mut Sampler, greedy: bool, history: &[u32]) -> Result<u32> {
+    async fn pick(&self, sampler: &mut Sampler, greedy: bool, history: &[u32]) -> Result<u32> {
         if greedy {
-            self.model.argmax(&self.gpu)
+            self.model.argmax_async(&self.gpu).await
         } else {
-            let logits = self.model.logits(&self.gpu)?;
+            let logits = self.model.logits_async(&self.gpu).await?;
             let id = sampler.sample(&logits, history);
             if id == crate::ops::sampling::NONE {
                 return Err(Error::Invalid("every logit is NaN; the model produced garbage".into()));

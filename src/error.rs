@@ -74,6 +74,16 @@ impl Error {
         }
     }
 
+    /// The same error with `context` naming what was being done, for the
+    /// GPU errors reported after the fact (they only know "a GPU command").
+    pub fn in_context(self, context: &str) -> Self {
+        match self {
+            Error::OutOfMemory { message, .. } => Error::OutOfMemory { context: context.to_string(), message },
+            Error::Validation { message, .. } => Error::Validation { context: context.to_string(), message },
+            other => other,
+        }
+    }
+
     pub(crate) fn shape(op: &'static str, message: impl Into<String>) -> Self {
         Error::Shape { op, message: message.into() }
     }

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
 /// The files a Hugging Face model folder needs, besides the weights.
+#[cfg(not(target_arch = "wasm32"))]
 const HF_FILES: &[&str] = &["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"];
 
 /// A local path for `model`: itself when it exists, else a download of the

@@ -7,6 +7,8 @@ pub mod chat;
 pub mod cpu;
 pub mod engine;
 pub mod error;
+/// Evaluation runs from the command line (files, blocking reads): native only.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod eval;
 pub mod gpu;
 pub mod hub;

@@ -29,7 +29,7 @@ use crate::model::synthetic;
 use crate::model::weights::{Matrix, MatrixData, ModelWeights};
 use crate::model::{DeltaOptions, LayerAction, LayerPlan, Model, ModelOptions};
 use half::bf16;
-use std::time::Instant;
+use web_time::Instant;
 
 /// Which models to run and how long.
 #[derive(Clone, Debug)]
@@ -134,7 +134,7 @@ fn row(name: String, model: &str, layers: usize, tokens: usize, samples_ms: &[f6
 
 /// Time prefill and decode of one model, dense and (when asked) with
 /// DeltaLLM attention.
-fn time_model(
+async fn time_model(
     gpu: &Gpu,
     label: &str,
     weights: &ModelWeights,
@@ -158,9 +158,9 @@ fn time_model(
     let mut rows = Vec::new();
     let dense =
         ModelOptions { max_context: context as u32, prefill_chunk: 64, all_logits: false, ..Default::default() };
-    let mut model = load(gpu, label, weights, dense.clone(), progress)?;
+    let mut model = load(gpu, label, weights, dense.clone(), progress).await?;
     for &n in &lengths {
-        rows.extend(time_steps(gpu, &mut model, label, &depth, &prompt[..n], options, progress)?);
+        rows.extend(time_steps(gpu, &mut model, label, &depth, &prompt[..n], options, progress).await?);
     }
     let skip = options.skip_layers;
     if skip > 0 && layers > skip + 1 {
@@ -169,23 +169,23 @@ fn time_model(
         model.set_layer_plan(gpu, plan.clone())?;
         progress(&format!("{label}: layer plan skipping {skip} layers: {plan}"));
         let depth = format!("{depth} (plan skips {skip} layers)");
-        rows.extend(time_steps(gpu, &mut model, label, &depth, &prompt[..lengths[0]], options, progress)?);
+        rows.extend(time_steps(gpu, &mut model, label, &depth, &prompt[..lengths[0]], options, progress).await?);
     }
     drop(model);
 
     if let Some(target) = options.delta_sparsity {
         let delta = DeltaOptions { target_sparsity: Some(target), ..DeltaOptions::for_architecture(c.architecture) };
-        let mut model = load(gpu, label, weights, ModelOptions { delta: Some(delta), ..dense }, progress)?;
+        let mut model = load(gpu, label, weights, ModelOptions { delta: Some(delta), ..dense }, progress).await?;
         // Calibrate on the longest prompt, then hold Θ fixed for the timed runs.
         model.reset();
-        model.forward(gpu, &prompt)?;
+        model.forward_async(gpu, &prompt).await?;
         let thresholds = model.delta_thresholds().unwrap_or_default().to_vec();
         model.set_delta_thresholds(gpu, &thresholds)?;
         progress(&format!("{label}: DeltaLLM Θ per layer for {:.0} % delta sparsity: {thresholds:?}", 100.0 * target));
         let depth = format!("{depth} delta");
         for &n in &lengths {
-            let mut timed = time_steps(gpu, &mut model, label, &depth, &prompt[..n], options, progress)?;
-            let measured = model.delta_stats(gpu)?.map(|r| r.phases.total.delta_sparsity);
+            let mut timed = time_steps(gpu, &mut model, label, &depth, &prompt[..n], options, progress).await?;
+            let measured = model.delta_stats_async(gpu).await?.map(|r| r.phases.total.delta_sparsity);
             for r in &mut timed {
                 r.delta_sparsity = measured;
             }
@@ -195,7 +195,7 @@ fn time_model(
     Ok(rows)
 }
 
-fn load(
+async fn load(
     gpu: &Gpu,
     label: &str,
     weights: &ModelWeights,
@@ -203,18 +203,18 @@ fn load(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Model> {
     let started = Instant::now();
-    let mut model = Model::load(gpu, weights, options)?;
-    gpu.wait()?;
+    let mut model = Model::load_async(gpu, weights, options, &mut |_, _| {}).await?;
+    gpu.wait_async().await?;
     progress(&format!("{label}: loaded in {:.1} s", started.elapsed().as_secs_f64()));
     // Warm-up: builds nothing new (pipelines exist after load) but touches every buffer once.
-    model.forward(gpu, &[0])?;
-    model.argmax(gpu)?;
+    model.forward_async(gpu, &[0]).await?;
+    model.argmax_async(gpu).await?;
     model.reset();
     Ok(model)
 }
 
 /// Time prefill of `prompt` and decode after it; the row names start with `label`.
-fn time_steps(
+async fn time_steps(
     gpu: &Gpu,
     model: &mut Model,
     label: &str,
@@ -228,16 +228,16 @@ fn time_steps(
     for _ in 0..options.prefill_reps.max(1) {
         model.reset();
         let start = Instant::now();
-        model.forward(gpu, prompt)?;
-        model.argmax(gpu)?;
+        model.forward_async(gpu, prompt).await?;
+        model.argmax_async(gpu).await?;
         prefill_ms.push(start.elapsed().as_secs_f64() * 1e3);
     }
     let mut decode_ms = Vec::new();
-    let mut token = model.argmax(gpu)?;
+    let mut token = model.argmax_async(gpu).await?;
     for _ in 0..options.decode_steps {
         let start = Instant::now();
-        model.forward(gpu, &[token])?;
-        token = model.argmax(gpu)?;
+        model.forward_async(gpu, &[token]).await?;
+        token = model.argmax_async(gpu).await?;
         decode_ms.push(start.elapsed().as_secs_f64() * 1e3);
     }
     let n = prompt.len();
@@ -250,7 +250,7 @@ fn time_steps(
 }
 
 /// Run the end-to-end part.
-pub fn run(
+pub async fn run(
     gpu: &Gpu,
     bench: &BenchOptions,
     options: &E2eOptions,
@@ -266,7 +266,7 @@ pub fn run(
         progress(&format!("{label}: reading weights"));
         let files = crate::engine::ModelFiles::load(path)?;
         let layers = files.weights.config.num_hidden_layers;
-        rows.extend(time_model(gpu, &label, &files.weights, layers, options, progress)?);
+        rows.extend(time_model(gpu, &label, &files.weights, layers, options, progress).await?);
         return Ok(rows);
     }
     let configs = if bench.quick {
@@ -284,7 +284,7 @@ pub fn run(
         let total_layers = config.num_hidden_layers;
         progress(&format!("{label}: generating random weights"));
         let weights = synthetic_weights(config, options.layers);
-        rows.extend(time_model(gpu, &label, &weights, total_layers, options, progress)?);
+        rows.extend(time_model(gpu, &label, &weights, total_layers, options, progress).await?);
     }
     Ok(rows)
 }

@@ -146,8 +146,8 @@ fn sparse_walk(rows: usize, width: usize, p: f32, seed: u32) -> Vec<f32> {
 }
 
 /// zeros(ΔK) / numel(ΔK) over rows 1.. of every KV head (DESIGN §2.4).
-fn delta_sparsity(gpu: &Gpu, deltas: &DeltaCache, rows: u32) -> Result<f64> {
-    let starts: Vec<u32> = gpu.read(&deltas.row_starts)?;
+async fn delta_sparsity(gpu: &Gpu, deltas: &DeltaCache, rows: u32) -> Result<f64> {
+    let starts: Vec<u32> = gpu.read_async(&deltas.row_starts).await?;
     let hd = deltas.head_dim as u64;
     let (mut nnz, mut numel) = (0u64, 0u64);
     for h in 0..deltas.kv_heads as usize {
@@ -167,15 +167,33 @@ struct Suite<'a> {
     shapes: Shapes,
     rows: Vec<KernelRow>,
     progress: &'a mut dyn FnMut(&str),
+    /// Counting mode ([`count`]): record the selected names, run nothing.
+    counted: Option<std::cell::RefCell<Vec<String>>>,
 }
 
 impl Suite<'_> {
     fn wants(&self, name: &str) -> bool {
-        self.options.selects(name)
+        let selected = self.options.selects(name);
+        match &self.counted {
+            Some(names) => {
+                if selected {
+                    names.borrow_mut().push(name.to_string());
+                }
+                false
+            }
+            None => selected,
+        }
     }
 
-    fn time(&mut self, name: String, shape: String, dispatches: &[&Dispatch], bytes: u64, ops: u64) -> Result<()> {
-        let samples = self.timer.time(self.gpu, &name, dispatches, self.shapes.reps)?;
+    async fn time(
+        &mut self,
+        name: String,
+        shape: String,
+        dispatches: &[&Dispatch],
+        bytes: u64,
+        ops: u64,
+    ) -> Result<()> {
+        let samples = self.timer.time(self.gpu, &name, dispatches, self.shapes.reps).await?;
         let row = KernelRow::new(name, shape, &samples, bytes, ops);
         (self.progress)(&format!(
             "{:<40} median {:>10.3} ms  ({} runs, {:.1} GB/s)",
@@ -185,7 +203,7 @@ impl Suite<'_> {
         Ok(())
     }
 
-    fn copy(&mut self) -> Result<()> {
+    async fn copy(&mut self) -> Result<()> {
         let bytes = self.shapes.copy_bytes.min(self.gpu.max_binding_bytes() / 16 * 16);
         let name = format!("{} {} MiB", super::copy::ROW_PREFIX, bytes >> 20);
         if !self.wants(&name) {
@@ -196,17 +214,20 @@ impl Suite<'_> {
         self.gpu.write(&src, 0, bytemuck::cast_slice(&words));
         let dst = self.gpu.storage("copy.dst", bytes)?;
         let copy = Copy::new(self.gpu, &src, &dst, bytes)?;
-        self.time(name, format!("{bytes} bytes"), &[&copy.dispatch], 2 * bytes, 0)
+        self.time(name, format!("{bytes} bytes"), &[&copy.dispatch], 2 * bytes, 0).await
     }
 
     /// Ternary GEMV (1 token) and GEMM (prefill tokens) for every linear
     /// shape, plus the int8 quantization that feeds them.
-    fn ternary(&mut self) -> Result<()> {
+    async fn ternary(&mut self) -> Result<()> {
         let tokens = self.shapes.prefill_tokens;
         for (k, n) in self.shapes.linears() {
             let gemv = format!("ternary gemv {k}->{n}");
             let gemm = format!("ternary gemm {tokens}x {k}->{n}");
-            if !self.wants(&gemv) && !self.wants(&gemm) {
+            // The quantization runs once per distinct K, not per linear.
+            let qname = format!("quantize int8 {k}");
+            let wants_quantize = n == self.shapes.hidden && self.wants(&qname);
+            if !self.wants(&gemv) && !self.wants(&gemm) && !wants_quantize {
                 continue;
             }
             let gpu = self.gpu;
@@ -228,14 +249,13 @@ impl Suite<'_> {
                 matmul.set_rows(gpu, rows)?;
                 let (r, k64, n64) = (rows as u64, k as u64, n as u64);
                 let bytes = weight_bytes + r * k64 + r * n64 * 4;
-                self.time(name, format!("M={rows} K={k} N={n}"), &[matmul.dispatch()], bytes, 2 * r * k64 * n64)?;
+                self.time(name, format!("M={rows} K={k} N={n}"), &[matmul.dispatch()], bytes, 2 * r * k64 * n64)
+                    .await?;
             }
-            // The quantization runs once per distinct K, not per linear.
-            let qname = format!("quantize int8 {k}");
-            if n == self.shapes.hidden && self.wants(&qname) {
+            if wants_quantize {
                 quantize.set_rows(gpu, 1)?;
                 let bytes = k as u64 * 4 + k as u64 + 8;
-                self.time(qname, format!("M=1 K={k}"), &[&quantize.dispatch], bytes, 3 * k as u64)?;
+                self.time(qname, format!("M=1 K={k}"), &[&quantize.dispatch], bytes, 3 * k as u64).await?;
             }
         }
         Ok(())
@@ -243,7 +263,7 @@ impl Suite<'_> {
 
     /// GEMV with f16 and f32 weights at the ternary shapes (the baseline the
     /// ternary kernel must beat), and the f16 prefill GEMM.
-    fn dense(&mut self) -> Result<()> {
+    async fn dense(&mut self) -> Result<()> {
         let tokens = self.shapes.prefill_tokens;
         for (k, n) in self.shapes.linears() {
             let f16_gemv = format!("f16 gemv {k}->{n}");
@@ -256,13 +276,13 @@ impl Suite<'_> {
                 drop(halves);
                 for (rows, name) in [(1, f16_gemv), (tokens, f16_gemm)] {
                     if self.wants(&name) {
-                        self.dense_matmul(name, &weight, rows)?;
+                        self.dense_matmul(name, &weight, rows).await?;
                     }
                 }
             }
             if self.wants(&f32_gemv) {
                 let weight = DenseWeight::upload_f32(self.gpu, "bench.w", &values(), n, k)?;
-                self.dense_matmul(f32_gemv, &weight, 1)?;
+                self.dense_matmul(f32_gemv, &weight, 1).await?;
             }
         }
         Ok(())
@@ -271,7 +291,7 @@ impl Suite<'_> {
     /// GGUF block GEMVs at SmolLM2's shapes (Q4_1 linears, the tied Q8_0
     /// lm_head) beside the f32 GEMV the dequantized path runs, and the Q8
     /// activation quantization that feeds them.
-    fn quant(&mut self) -> Result<()> {
+    async fn quant(&mut self) -> Result<()> {
         let (hidden, inter, vocab) = (self.shapes.gguf_hidden, self.shapes.gguf_intermediate, self.shapes.gguf_vocab);
         let cases = [
             (BlockFormat::Q4_1, hidden, inter),
@@ -282,7 +302,10 @@ impl Suite<'_> {
             let block_name = format!("{} gemv {k}->{n}", format!("{format:?}").to_lowercase());
             let f32_name = format!("f32 gemv {k}->{n}");
             let values = || pseudo_random((n * k) as usize, n.wrapping_mul(3) ^ k);
-            if self.wants(&block_name) {
+            let qname = format!("quantize q8 {k}");
+            let wants_quantize = n == inter && self.wants(&qname);
+            let wants_block = self.wants(&block_name);
+            if wants_block || wants_quantize {
                 let gpu = self.gpu;
                 let blocks = quantize_blocks(format, &values());
                 let weight = QuantWeight::upload(gpu, "bench.blocks", format, &blocks, n, k)?;
@@ -296,16 +319,18 @@ impl Suite<'_> {
                 let dispatches: Vec<&Dispatch> = matmul.dispatches().iter().collect();
                 // int8 activations with 12 bytes of (d, s, sum) per block.
                 let bytes = weight.bytes() + k as u64 + k as u64 / 32 * 12 + n as u64 * 4;
-                self.time(block_name, format!("M=1 K={k} N={n}"), &dispatches, bytes, 2 * k as u64 * n as u64)?;
-                let qname = format!("quantize q8 {k}");
-                if n == inter && self.wants(&qname) {
+                if wants_block {
+                    let (shape, ops) = (format!("M=1 K={k} N={n}"), 2 * k as u64 * n as u64);
+                    self.time(block_name, shape, &dispatches, bytes, ops).await?;
+                }
+                if wants_quantize {
                     let bytes = k as u64 * 4 + k as u64 + k as u64 / 32 * 12;
-                    self.time(qname, format!("M=1 K={k}"), &[&quantize.dispatch], bytes, 3 * k as u64)?;
+                    self.time(qname, format!("M=1 K={k}"), &[&quantize.dispatch], bytes, 3 * k as u64).await?;
                 }
             }
             if self.wants(&f32_name) {
                 let weight = DenseWeight::upload_f32(self.gpu, "bench.w", &values(), n, k)?;
-                self.dense_matmul(f32_name, &weight, 1)?;
+                self.dense_matmul(f32_name, &weight, 1).await?;
             }
         }
         Ok(())
@@ -313,7 +338,7 @@ impl Suite<'_> {
 
     /// `tokens` rows through a dense weight, with the kernel the engine
     /// would pick for that many.
-    fn dense_matmul(&mut self, name: String, weight: &DenseWeight, tokens: u32) -> Result<()> {
+    async fn dense_matmul(&mut self, name: String, weight: &DenseWeight, tokens: u32) -> Result<()> {
         let (n, k) = (weight.rows, weight.cols);
         let x = self.gpu.storage_from("bench.x", &pseudo_random((tokens * k) as usize, 5))?;
         let y = self.gpu.storage("bench.y", tokens as u64 * n as u64 * 4)?;
@@ -323,12 +348,12 @@ impl Suite<'_> {
         let (m, k64, n64) = (tokens as u64, k as u64, n as u64);
         let bytes = weight.bytes() + m * k64 * 4 + m * n64 * 4;
         let shape = format!("M={tokens} K={k} N={n}, {} chunk(s)", weight.chunks.len());
-        self.time(name, shape, &dispatches, bytes, 2 * m * k64 * n64)
+        self.time(name, shape, &dispatches, bytes, 2 * m * k64 * n64).await
     }
 
     /// The tied lm_heads (vocab × hidden, f16), split into chunks that fit a
     /// binding as the engine loads them.
-    fn lm_heads(&mut self) -> Result<()> {
+    async fn lm_heads(&mut self) -> Result<()> {
         let vocab = self.shapes.vocab;
         for (model, hidden) in [("bitnet", self.shapes.hidden), ("llama", self.shapes.llama_hidden)] {
             let name = format!("lm_head f16 gemv {hidden}->{vocab} ({model})");
@@ -339,12 +364,12 @@ impl Suite<'_> {
                 pseudo_random(vocab as usize * hidden as usize, hidden).iter().map(|v| f16::from_f32(*v)).collect();
             let weight = DenseWeight::upload_f16(self.gpu, "bench.lm_head", &halves, vocab, hidden)?;
             drop(halves);
-            self.dense_matmul(name, &weight, 1)?;
+            self.dense_matmul(name, &weight, 1).await?;
         }
         Ok(())
     }
 
-    fn rmsnorm(&mut self) -> Result<()> {
+    async fn rmsnorm(&mut self) -> Result<()> {
         let dim = self.shapes.hidden;
         let name = format!("rmsnorm {dim}");
         if !self.wants(&name) {
@@ -354,10 +379,10 @@ impl Suite<'_> {
         let w = self.gpu.storage_from("bench.w", &pseudo_random(dim as usize, 17))?;
         let out = self.gpu.storage("bench.out", dim as u64 * 4)?;
         let op = RmsNorm::new(self.gpu, &x, &w, &out, 1, dim, 1e-5)?;
-        self.time(name, format!("1 row of {dim}"), &[&op.dispatch], 3 * dim as u64 * 4, 4 * dim as u64)
+        self.time(name, format!("1 row of {dim}"), &[&op.dispatch], 3 * dim as u64 * 4, 4 * dim as u64).await
     }
 
-    fn rope(&mut self) -> Result<()> {
+    async fn rope(&mut self) -> Result<()> {
         let s = &self.shapes;
         let (heads, kv_heads, head_dim) = (s.heads, s.kv_heads, s.head_dim);
         let name = format!("rope {heads}+{kv_heads} heads x {head_dim}");
@@ -373,11 +398,11 @@ impl Suite<'_> {
         let values = ((heads + kv_heads) * head_dim) as u64;
         // q and k in and out, one (cos, sin) pair per rotated pair.
         let bytes = values * 8 + values * 4;
-        self.time(name, format!("1 token at position {}", positions - 1), &[&op.dispatch], bytes, 3 * values)
+        self.time(name, format!("1 token at position {}", positions - 1), &[&op.dispatch], bytes, 3 * values).await
     }
 
     /// One decode token attending to a context of `ctx` (KV append + attend).
-    fn attention(&mut self) -> Result<()> {
+    async fn attention(&mut self) -> Result<()> {
         let s = self.shapes.clone();
         for ctx in s.contexts {
             let name = format!("attention decode ctx {ctx}");
@@ -401,7 +426,7 @@ impl Suite<'_> {
             let bytes = kv_bytes + 2 * q_dim as u64 * 4 + 2 * kv_dim as u64 * 4;
             let ops = 4 * ctx as u64 * q_dim as u64;
             let shape = format!("heads {}/{}, head_dim {}", s.heads, s.kv_heads, s.head_dim);
-            self.time(name, shape, &op.dispatches(), bytes, ops)?;
+            self.time(name, shape, &op.dispatches(), bytes, ops).await?;
         }
         Ok(())
     }
@@ -412,7 +437,7 @@ impl Suite<'_> {
     /// jumps with probability 0.4 per position, else repeats), so Θ = 0.01
     /// gives about 60 % delta sparsity; the measured figure is in the shape
     /// column. Window W = max(64, round(0.05 · ctx)), no sinks.
-    fn delta(&mut self) -> Result<()> {
+    async fn delta(&mut self) -> Result<()> {
         let s = self.shapes.clone();
         for ctx in s.prefill_contexts.clone() {
             let names = [
@@ -421,7 +446,7 @@ impl Suite<'_> {
                 format!("attention hybrid prefill ctx {ctx}"),
             ];
             if names.iter().any(|n| self.wants(n)) {
-                self.delta_case(&s, ctx, true, &names)?;
+                self.delta_case(&s, ctx, true, &names).await?;
             }
         }
         for ctx in s.contexts.clone() {
@@ -431,7 +456,7 @@ impl Suite<'_> {
                 format!("attention hybrid decode ctx {ctx}"),
             ];
             if names.iter().any(|n| !n.is_empty() && self.wants(n)) {
-                self.delta_case(&s, ctx, false, &names)?;
+                self.delta_case(&s, ctx, false, &names).await?;
             }
         }
         Ok(())
@@ -439,7 +464,7 @@ impl Suite<'_> {
 
     /// One context: `prefill` times all `ctx` rows in one step, else the
     /// last token alone after the first `ctx - 1` are cached.
-    fn delta_case(&mut self, s: &Shapes, ctx: u32, prefill: bool, names: &[String; 3]) -> Result<()> {
+    async fn delta_case(&mut self, s: &Shapes, ctx: u32, prefill: bool, names: &[String; 3]) -> Result<()> {
         let gpu = self.gpu;
         let (q_dim, kv_dim, hd) = (s.heads * s.head_dim, s.kv_heads * s.head_dim, s.head_dim);
         let keys = sparse_walk(ctx as usize, kv_dim as usize, 0.4, ctx);
@@ -465,7 +490,7 @@ impl Suite<'_> {
             history.set_step(gpu, rows, pos0)?;
             gpu.run("bench.delta_history", &history.dispatches())?;
         }
-        let sparsity = delta_sparsity(gpu, &deltas, ctx)?;
+        let sparsity = delta_sparsity(gpu, &deltas, ctx).await?;
 
         let window = 64.max((0.05 * ctx as f64).round() as u32);
         let mut dense = Attention::new(gpu, &cache, &q, &k, &v, &out, rows, s.heads)?;
@@ -495,14 +520,14 @@ impl Suite<'_> {
         let delta_bytes = nnz * 4 + (rows * s.kv_heads) as u64 * (deltas.mask_words() as u64 + 1) * 4;
         if self.wants(&names[0]) {
             let bytes = (rows * kv_dim) as u64 * 4 + delta_bytes;
-            self.time(names[0].clone(), format!("{shape}, {rows} rows"), &build, bytes, (rows * kv_dim) as u64)?;
+            self.time(names[0].clone(), format!("{shape}, {rows} rows"), &build, bytes, (rows * kv_dim) as u64).await?;
         }
         // Causal cells a query row attends to, summed over the step's rows.
         let cells: u64 = (pos0..ctx).map(|t| t as u64 + 1).sum();
         let dense_ops = 4 * cells * q_dim as u64;
         if prefill && self.wants(&names[1]) {
             let bytes = 2 * (ctx * kv_dim) as u64 * 4 + 2 * (rows * q_dim) as u64 * 4;
-            self.time(names[1].clone(), format!("{shape}"), &[&dense.dispatches()[1]], bytes, dense_ops)?;
+            self.time(names[1].clone(), format!("{shape}"), &[&dense.dispatches()[1]], bytes, dense_ops).await?;
         }
         if self.wants(&names[2]) {
             let exact_keys = window.min(ctx) as u64;
@@ -519,17 +544,18 @@ impl Suite<'_> {
                     &hybrid.dispatches(),
                     bytes,
                     dense_ops,
-                )?;
+                )
+                .await?;
             } else {
                 // Decode does the whole step: append K/V, one delta row, attend.
                 let step = [dense.dispatches()[0], build[0], &hybrid.attend];
-                self.time(name, format!("{shape}, vs attention {stage} ctx {ctx}"), &step, bytes, dense_ops)?;
+                self.time(name, format!("{shape}, vs attention {stage} ctx {ctx}"), &step, bytes, dense_ops).await?;
             }
         }
         Ok(())
     }
 
-    fn argmax(&mut self) -> Result<()> {
+    async fn argmax(&mut self) -> Result<()> {
         let n = self.shapes.vocab;
         let name = format!("argmax {n}");
         if !self.wants(&name) {
@@ -538,22 +564,50 @@ impl Suite<'_> {
         let logits = self.gpu.storage_from("bench.logits", &pseudo_random(n as usize, 41))?;
         let result = self.gpu.storage("bench.result", 4)?;
         let op = Argmax::new(self.gpu, &logits, &result, n)?;
-        self.time(name, format!("{n} logits"), &op.dispatches(), n as u64 * 4 + 4, n as u64)
+        self.time(name, format!("{n} logits"), &op.dispatches(), n as u64 * 4 + 4, n as u64).await
     }
 }
 
 /// Run every selected kernel case.
-pub fn run(gpu: &Gpu, timer: &Timer, options: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec<KernelRow>> {
-    let mut suite = Suite { gpu, timer, options, shapes: Shapes::for_options(options), rows: Vec::new(), progress };
-    suite.copy()?;
-    suite.ternary()?;
-    suite.dense()?;
-    suite.lm_heads()?;
-    suite.quant()?;
-    suite.rmsnorm()?;
-    suite.rope()?;
-    suite.attention()?;
-    suite.delta()?;
-    suite.argmax()?;
+pub async fn run(
+    gpu: &Gpu,
+    timer: &Timer,
+    options: &BenchOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<KernelRow>> {
+    let shapes = Shapes::for_options(options);
+    let mut suite = Suite { gpu, timer, options, shapes, rows: Vec::new(), progress, counted: None };
+    suite.run_all().await?;
     Ok(suite.rows)
+}
+
+/// How many rows [`run`] would time for `options` (for progress bars):
+/// the suite walks its cases by name and allocates nothing.
+pub async fn count(gpu: &Gpu, options: &BenchOptions) -> Result<usize> {
+    let timer = Timer::new(gpu, true);
+    let mut progress = |_: &str| {};
+    let counted = Some(std::cell::RefCell::new(Vec::new()));
+    let shapes = Shapes::for_options(options);
+    let mut suite = Suite { gpu, timer: &timer, options, shapes, rows: Vec::new(), progress: &mut progress, counted };
+    suite.run_all().await?;
+    let mut names = suite.counted.map(|c| c.into_inner()).unwrap_or_default();
+    names.sort();
+    names.dedup();
+    Ok(names.len())
+}
+
+impl Suite<'_> {
+    async fn run_all(&mut self) -> Result<()> {
+        self.copy().await?;
+        self.ternary().await?;
+        self.dense().await?;
+        self.lm_heads().await?;
+        self.quant().await?;
+        self.rmsnorm().await?;
+        self.rope().await?;
+        self.attention().await?;
+        self.delta().await?;
+        self.argmax().await?;
+        Ok(())
+    }
 }

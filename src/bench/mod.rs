@@ -193,8 +193,8 @@ impl Report {
         Report {
             schema: SCHEMA_VERSION,
             deltallm_version: env!("CARGO_PKG_VERSION").to_string(),
-            unix_time: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
+            unix_time: web_time::SystemTime::now()
+                .duration_since(web_time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             quick: options.quick,
@@ -286,8 +286,8 @@ pub fn relate_to_copy(rows: &mut [KernelRow]) {
 }
 
 /// Run the kernel suite (and the end-to-end part with `e2e`), reporting
-/// progress lines through `progress`.
-pub fn run(
+/// progress lines through `progress`. Async so the browser runs the same code.
+pub async fn run_async(
     gpu: &Gpu,
     options: &BenchOptions,
     e2e: Option<&e2e::E2eOptions>,
@@ -295,12 +295,23 @@ pub fn run(
 ) -> crate::Result<Report> {
     let timer = Timer::new(gpu, options.wall_clock);
     let mut report = Report::new(gpu, options, timer.method());
-    report.kernels = kernels::run(gpu, &timer, options, progress)?;
+    report.kernels = kernels::run(gpu, &timer, options, progress).await?;
     relate_to_copy(&mut report.kernels);
     if let Some(e2e_options) = e2e {
-        report.e2e = e2e::run(gpu, options, e2e_options, progress)?;
+        report.e2e = e2e::run(gpu, options, e2e_options, progress).await?;
     }
     Ok(report)
+}
+
+/// Blocking form of [`run_async`] for native code.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn run(
+    gpu: &Gpu,
+    options: &BenchOptions,
+    e2e: Option<&e2e::E2eOptions>,
+    progress: &mut dyn FnMut(&str),
+) -> crate::Result<Report> {
+    pollster::block_on(run_async(gpu, options, e2e, progress))
 }
 
 /// One line of `deltallm bench --compare`.

@@ -11,7 +11,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
 use serde::{Deserialize, Serialize};
-use std::time::Instant;
+use web_time::Instant;
 
 /// How the reported times were taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,7 +117,7 @@ impl Timer {
     /// One run of `dispatches` (one pass, one submit, one wait); returns the
     /// wall time in ms. With `query_pair`, the pass writes timestamps
     /// `2·pair` and `2·pair + 1`.
-    fn run_once(&self, gpu: &Gpu, label: &str, dispatches: &[&Dispatch], query_pair: Option<u32>) -> Result<f64> {
+    async fn run_once(&self, gpu: &Gpu, label: &str, dispatches: &[&Dispatch], query_pair: Option<u32>) -> Result<f64> {
         let start = Instant::now();
         let mut encoder = gpu.encoder(label);
         {
@@ -136,23 +136,23 @@ impl Timer {
             }
         }
         gpu.submit(encoder)?;
-        gpu.wait()?;
+        gpu.wait_async().await?;
         Ok(start.elapsed().as_secs_f64() * 1e3)
     }
 
     /// Read back the first `pairs` timestamp pairs as durations in ms.
-    fn read_pairs(&self, gpu: &Gpu, q: &TimestampQueries, pairs: u32) -> Result<Vec<f64>> {
+    async fn read_pairs(&self, gpu: &Gpu, q: &TimestampQueries, pairs: u32) -> Result<Vec<f64>> {
         let mut encoder = gpu.encoder("bench.resolve");
         encoder.resolve_query_set(&q.set, 0..2 * pairs, &q.resolve, 0);
         encoder.copy_buffer_to_buffer(&q.resolve, 0, &q.readback, 0, 2 * pairs as u64 * 8);
         gpu.submit(encoder)?;
         let slice = q.readback.slice(0..2 * pairs as u64 * 8);
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = futures::channel::oneshot::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        gpu.wait()?;
-        rx.recv()
+        gpu.wait_async().await?;
+        rx.await
             .map_err(|_| Error::Invalid("timestamp readback never completed".into()))?
             .map_err(|e| Error::Invalid(format!("mapping timestamps: {e}")))?;
         let bytes = {
@@ -166,10 +166,10 @@ impl Timer {
 
     /// `reps.warmup` untimed runs, then runs until `reps.min` are done and
     /// either `reps.max` are done or `reps.budget_ms` of wall time is spent.
-    pub fn time(&self, gpu: &Gpu, label: &str, dispatches: &[&Dispatch], reps: Repetitions) -> Result<Samples> {
+    pub async fn time(&self, gpu: &Gpu, label: &str, dispatches: &[&Dispatch], reps: Repetitions) -> Result<Samples> {
         let (min_reps, budget_ms) = (reps.min, reps.budget_ms);
         for _ in 0..reps.warmup {
-            self.run_once(gpu, label, dispatches, None)?;
+            self.run_once(gpu, label, dispatches, None).await?;
         }
         let mut wall_ms = Vec::new();
         let mut gpu_ms = Vec::new();
@@ -180,7 +180,7 @@ impl Timer {
             let mut pairs = 0;
             while pairs < QUERY_CAPACITY / 2 && wall_ms.len() < max_reps {
                 let pair = self.queries.as_ref().map(|_| pairs);
-                wall_ms.push(self.run_once(gpu, label, dispatches, pair)?);
+                wall_ms.push(self.run_once(gpu, label, dispatches, pair).await?);
                 pairs += 1;
                 let spent = started.elapsed().as_secs_f64() * 1e3;
                 if wall_ms.len() >= min_reps && spent >= budget_ms {
@@ -188,7 +188,7 @@ impl Timer {
                 }
             }
             if let Some(q) = &self.queries {
-                gpu_ms.extend(self.read_pairs(gpu, q, pairs)?);
+                gpu_ms.extend(self.read_pairs(gpu, q, pairs).await?);
             }
             let spent = started.elapsed().as_secs_f64() * 1e3;
             let done = wall_ms.len() >= max_reps || (wall_ms.len() >= min_reps && spent >= budget_ms);

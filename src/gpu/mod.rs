@@ -283,6 +283,16 @@ impl Gpu {
         }
     }
 
+    /// Report any error wgpu has seen, naming `context` (e.g. "loading
+    /// layer 3") in out-of-memory and validation errors. On wasm it first
+    /// awaits the queue, which gives the browser's event loop a turn: its
+    /// error events arrive and the page can paint progress.
+    pub async fn settle(&self, context: &str) -> Result<()> {
+        #[cfg(target_arch = "wasm32")]
+        self.wait_async().await.map_err(|e| e.in_context(context))?;
+        self.take_error().map_err(|e| e.in_context(context))
+    }
+
     /// Largest byte size a single storage binding may have on this device.
     pub fn max_binding_bytes(&self) -> u64 {
         (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
@@ -316,13 +326,28 @@ impl Gpu {
         self.submit(encoder)
     }
 
-    /// Block (natively) until the queue is idle.
-    pub fn wait(&self) -> Result<()> {
+    /// Wait until the work submitted so far has finished (async; on wasm the
+    /// browser resolves it from its event loop, natively we poll the device).
+    pub async fn wait_async(&self) -> Result<()> {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
         #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::DeviceLost { reason: e.to_string() })?;
+        if rx.await.is_err() {
+            self.take_error()?;
+            return Err(Error::DeviceLost { reason: "the queue never reported its work done".into() });
+        }
         self.take_error()
+    }
+
+    /// Blocking form of [`Gpu::wait_async`] for native code.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait(&self) -> Result<()> {
+        pollster::block_on(self.wait_async())
     }
 }
 

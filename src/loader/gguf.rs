@@ -296,7 +296,12 @@ impl Gguf {
 
     /// Parse a GGUF image held in memory (tests, downloads, wasm).
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
-        Self::parse("<memory>".to_string(), FileBytes::Owned(bytes))
+        Self::from_named_bytes("<memory>", bytes)
+    }
+
+    /// Parse a GGUF image held in memory; errors name it `name`.
+    pub fn from_named_bytes(name: &str, bytes: Vec<u8>) -> Result<Self> {
+        Self::parse(name.to_string(), FileBytes::Owned(bytes))
     }
 
     fn parse(source: String, storage: FileBytes) -> Result<Self> {

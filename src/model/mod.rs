@@ -427,7 +427,22 @@ pub struct Model {
 
 impl Model {
     /// Upload `weights` and build every op.
+    /// Blocking form of [`Model::load_async`] for native code.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn load(gpu: &Gpu, weights: &ModelWeights, options: ModelOptions) -> Result<Model> {
+        pollster::block_on(Self::load_async(gpu, weights, options, &mut |_, _| {}))
+    }
+
+    /// Upload `weights` and build every op, calling `progress(done, total)`
+    /// after the embedding, each layer and the head. Between layers it lets
+    /// the GPU settle (in a browser: the queue drains and the page can paint),
+    /// so an out-of-memory error names the layer it happened in.
+    pub async fn load_async(
+        gpu: &Gpu,
+        weights: &ModelWeights,
+        options: ModelOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Model> {
         let c = weights.config.clone();
         c.validate()?;
         if let Some(d) = &options.delta {
@@ -503,6 +518,9 @@ impl Model {
         let embed =
             LinearWeight::upload(gpu, "embed_tokens", &weights.embed_tokens, options.weight_chunk_rows, native_quant)?;
         let embedding = TokenEmbedding::new(gpu, &embed, &act.ids, &act.h, rows)?;
+        let upload_steps = weights.layers.len() + 2;
+        gpu.settle("the upload of the embedding").await?;
+        progress(1, upload_steps);
         let eps = c.rms_norm_eps;
         let vector = |label: &str, v: &[f32]| gpu.storage_from(label, v);
         let quantize = |x: &GpuBuffer, x8: &Option<QuantizedInput>| -> Result<Option<Quantize>> {
@@ -620,7 +638,8 @@ impl Model {
                 cache,
                 second_pass: None,
             });
-            gpu.take_error()?;
+            gpu.settle(&format!("the upload of layer {i}")).await?;
+            progress(i + 2, upload_steps);
         }
 
         let final_norm_weight = vector("norm", &weights.norm)?;
@@ -633,7 +652,8 @@ impl Model {
         let quantize_final_in = quantize(&act.final_x, &act.x8_final)?;
         let lm_head = Linear::new(gpu, &lm_head_weight, &act.final_x, act.x8_final.as_ref(), &act.logits, logit_rows)?;
         let argmax = Argmax::new(gpu, &act.logits, &act.next_token, vocab)?;
-        gpu.take_error()?;
+        gpu.settle("the upload of the output head").await?;
+        progress(upload_steps, upload_steps);
         let delta = options.delta.clone().map(|d| DeltaState::new(d, layers.len()));
         let routing = Routing::plain(layers.len());
         Ok(Model {
@@ -678,15 +698,21 @@ impl Model {
     ///
     /// The first forward of a sequence (at position 0) is its prompt:
     /// DeltaLLM fixes its window (and calibrates Θ) from it.
-    pub fn forward(&mut self, gpu: &Gpu, tokens: &[u32]) -> Result<()> {
+    pub async fn forward_async(&mut self, gpu: &Gpu, tokens: &[u32]) -> Result<()> {
         self.check_tokens(tokens)?;
         if self.position == 0 {
-            self.start_sequence(gpu, tokens)?;
+            self.start_sequence(gpu, tokens).await?;
         }
         for chunk in tokens.chunks(self.options.prefill_chunk.max(1) as usize) {
             self.step(gpu, chunk)?;
         }
         Ok(())
+    }
+
+    /// Blocking form of [`Model::forward_async`] for native code.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn forward(&mut self, gpu: &Gpu, tokens: &[u32]) -> Result<()> {
+        pollster::block_on(self.forward_async(gpu, tokens))
     }
 
     fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
@@ -715,8 +741,8 @@ impl Model {
     ///
     /// With routers, the plan is chosen here too, before Θ is calibrated
     /// (under Θ = 0 when it will be) so that Θ fits the routed layers.
-    fn start_sequence(&mut self, gpu: &Gpu, prompt: &[u32]) -> Result<()> {
-        let Some(state) = &mut self.delta else { return self.route_prompt(gpu, prompt) };
+    async fn start_sequence(&mut self, gpu: &Gpu, prompt: &[u32]) -> Result<()> {
+        let Some(state) = &mut self.delta else { return self.route_prompt(gpu, prompt).await };
         state.prompt_len = prompt.len() as u32;
         state.window = state.options.window(state.prompt_len);
         let (window, sinks, target) = (state.window, state.options.sinks, state.options.target_sparsity);
@@ -732,7 +758,7 @@ impl Model {
                 }
             }
         }
-        self.route_prompt(gpu, prompt)?;
+        self.route_prompt(gpu, prompt).await?;
         let Some(target) = target else { return Ok(()) };
         for chunk in prompt.chunks(self.options.prefill_chunk.max(1) as usize) {
             self.step(gpu, chunk)?;
@@ -741,7 +767,7 @@ impl Model {
         for layer in &mut self.layers {
             let kv = &layer.cache;
             let k = delta::keys_from_cache(
-                &gpu.read::<f32>(&kv.k)?,
+                &gpu.read_async::<f32>(&kv.k).await?,
                 prompt.len(),
                 kv.kv_heads as usize,
                 kv.head_dim as usize,
@@ -767,7 +793,7 @@ impl Model {
     /// (the delta caches are allocated at load); starts a new sequence.
     pub fn set_delta_options(&mut self, gpu: &Gpu, options: DeltaOptions) -> Result<()> {
         options.validate()?;
-        if self.delta.is_none() {
+        if self.layers.iter().any(|l| l.delta.is_none()) {
             return Err(Error::Invalid(
                 "this model was loaded without DeltaLLM attention; load it with ModelOptions::delta set".into(),
             ));
@@ -810,18 +836,33 @@ impl Model {
         Ok(())
     }
 
+    /// Attend densely from now on, keeping the DeltaLLM caches of a model
+    /// loaded with [`ModelOptions::delta`] ([`Model::set_delta_options`]
+    /// switches it back on); starts a new sequence.
+    pub fn use_dense_attention(&mut self) {
+        self.delta = None;
+        self.options.delta = None;
+        self.reset();
+    }
+
     /// Post-RoPE keys of layer `layer` for the positions so far,
     /// `[position][kv_heads · head_dim]` (read back from its KV cache; for
     /// tests and statistics).
-    pub fn layer_keys(&self, gpu: &Gpu, layer: usize) -> Result<Vec<f32>> {
+    pub async fn layer_keys_async(&self, gpu: &Gpu, layer: usize) -> Result<Vec<f32>> {
         let kv = &self.layers.get(layer).ok_or_else(|| Error::Invalid(format!("no layer {layer}")))?.cache;
         Ok(delta::keys_from_cache(
-            &gpu.read::<f32>(&kv.k)?,
+            &gpu.read_async::<f32>(&kv.k).await?,
             self.position as usize,
             kv.kv_heads as usize,
             kv.head_dim as usize,
             kv.max_seq as usize,
         ))
+    }
+
+    /// Blocking form of [`Model::layer_keys_async`] for native code.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn layer_keys(&self, gpu: &Gpu, layer: usize) -> Result<Vec<f32>> {
+        pollster::block_on(self.layer_keys_async(gpu, layer))
     }
 
     /// Θ of each layer for the current sequence (`None` without DeltaLLM).
@@ -836,7 +877,7 @@ impl Model {
 
     /// DeltaLLM statistics of the sequence so far (DESIGN §2.4), counted on
     /// the CPU from the delta masks read back; `None` without DeltaLLM.
-    pub fn delta_stats(&self, gpu: &Gpu) -> Result<Option<DeltaReport>> {
+    pub async fn delta_stats_async(&self, gpu: &Gpu) -> Result<Option<DeltaReport>> {
         let Some(state) = &self.delta else { return Ok(None) };
         let positions = self.position;
         let mut layers = Vec::with_capacity(self.layers.len());
@@ -849,7 +890,7 @@ impl Model {
             let Some(d) = &layer.delta else { continue };
             let cache = &d.cache;
             let nnz = delta::row_nnz(
-                &gpu.read::<u32>(&cache.masks)?,
+                &gpu.read_async::<u32>(&cache.masks).await?,
                 cache.kv_heads as usize,
                 cache.max_seq as usize,
                 cache.mask_words() as usize,
@@ -872,6 +913,12 @@ impl Model {
             ));
         }
         Ok(Some(delta::report(state, positions, layers)))
+    }
+
+    /// Blocking form of [`Model::delta_stats_async`] for native code.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn delta_stats(&self, gpu: &Gpu) -> Result<Option<DeltaReport>> {
+        pollster::block_on(self.delta_stats_async(gpu))
     }
 
     /// Run every sequence from now on with `plan` (one action per layer;
@@ -943,9 +990,9 @@ impl Model {
     /// stream on the CPU, and let each layer's router read it before the
     /// layer runs. The caches this fills are overwritten by the prefill
     /// that follows (see [`routing`] for why the prompt runs twice).
-    fn route_prompt(&mut self, gpu: &Gpu, prompt: &[u32]) -> Result<()> {
+    async fn route_prompt(&mut self, gpu: &Gpu, prompt: &[u32]) -> Result<()> {
         let Some(routers) = self.routing.routers.take() else { return Ok(()) };
-        let result = self.route_prompt_with(gpu, prompt, &routers);
+        let result = self.route_prompt_with(gpu, prompt, &routers).await;
         self.routing.routers = Some(routers);
         self.routing.plan = LayerPlan { actions: result? };
         self.position = 0;
@@ -953,14 +1000,14 @@ impl Model {
         Ok(())
     }
 
-    fn route_prompt_with(&mut self, gpu: &Gpu, prompt: &[u32], routers: &Routers) -> Result<Vec<LayerAction>> {
+    async fn route_prompt_with(&mut self, gpu: &Gpu, prompt: &[u32], routers: &Routers) -> Result<Vec<LayerAction>> {
         let hidden = self.config.hidden_size;
         let chunk = self.options.prefill_chunk.max(1) as usize;
-        let read_rows = |gpu: &Gpu, buffer: &GpuBuffer, rows: usize| -> Result<Vec<f32>> {
-            let mut v: Vec<f32> = gpu.read(buffer)?;
+        async fn read_rows(gpu: &Gpu, buffer: &GpuBuffer, rows: usize, hidden: usize) -> Result<Vec<f32>> {
+            let mut v: Vec<f32> = gpu.read_async(buffer).await?;
             v.truncate(rows * hidden);
             Ok(v)
-        };
+        }
         let mut h = Vec::with_capacity(prompt.len() * hidden);
         for ids in prompt.chunks(chunk) {
             gpu.write(&self.act.ids, 0, bytemuck::cast_slice(ids));
@@ -969,7 +1016,7 @@ impl Model {
             let dispatches: Vec<&Dispatch> = self.embedding.dispatches().iter().collect();
             gpu.record(&mut encoder, "embedding", &dispatches);
             gpu.submit(encoder)?;
-            h.extend(read_rows(gpu, &self.act.h, ids.len())?);
+            h.extend(read_rows(gpu, &self.act.h, ids.len(), hidden).await?);
         }
         let mut actions = Vec::with_capacity(self.layers.len());
         for i in 0..self.layers.len() {
@@ -991,7 +1038,7 @@ impl Model {
                 let mut encoder = gpu.encoder("route layer");
                 gpu.record(&mut encoder, "layer", &layer.dispatches(action));
                 gpu.submit(encoder)?;
-                h[range].copy_from_slice(&read_rows(gpu, &self.act.h, rows)?);
+                h[range].copy_from_slice(&read_rows(gpu, &self.act.h, rows, hidden).await?);
             }
         }
         log::info!("routers chose the layer plan {}", LayerPlan { actions: actions.clone() });
@@ -1044,46 +1091,71 @@ impl Model {
     }
 
     /// Logits of the last token of the last step.
-    pub fn logits(&self, gpu: &Gpu) -> Result<Vec<f32>> {
-        let mut all = self.step_logits(gpu)?;
+    pub async fn logits_async(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        let mut all = self.step_logits_async(gpu).await?;
         let vocab = self.config.vocab_size;
         Ok(all.split_off(all.len() - vocab))
     }
 
     /// The highest-logit token of the last position (ties to the lower id),
     /// computed on the GPU during the step.
-    pub fn argmax(&self, gpu: &Gpu) -> Result<u32> {
+    pub async fn argmax_async(&self, gpu: &Gpu) -> Result<u32> {
         if self.logit_rows == 0 {
             return Err(Error::Invalid("no logits yet: run forward first".into()));
         }
-        Ok(gpu.read::<u32>(&self.act.next_token)?[0])
+        Ok(gpu.read_async::<u32>(&self.act.next_token).await?[0])
     }
 
     /// Logits of every row the last step computed (`[rows][vocab]`; one row
     /// unless `all_logits`).
-    pub fn step_logits(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+    pub async fn step_logits_async(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         if self.logit_rows == 0 {
             return Err(Error::Invalid("no logits yet: run forward first".into()));
         }
-        let mut v: Vec<f32> = gpu.read(&self.act.logits)?;
+        let mut v: Vec<f32> = gpu.read_async(&self.act.logits).await?;
         v.truncate(self.logit_rows as usize * self.config.vocab_size);
         Ok(v)
     }
 
     /// Logits for every position of `tokens` from an empty cache
     /// (teacher forcing); needs `all_logits`.
-    pub fn forward_all(&mut self, gpu: &Gpu, tokens: &[u32]) -> Result<Vec<f32>> {
+    pub async fn forward_all_async(&mut self, gpu: &Gpu, tokens: &[u32]) -> Result<Vec<f32>> {
         if !self.options.all_logits {
             return Err(Error::Invalid("forward_all needs a model loaded with all_logits".into()));
         }
         self.reset();
         self.check_tokens(tokens)?;
-        self.start_sequence(gpu, tokens)?;
+        self.start_sequence(gpu, tokens).await?;
         let mut out = Vec::with_capacity(tokens.len() * self.config.vocab_size);
         for chunk in tokens.chunks(self.options.prefill_chunk.max(1) as usize) {
             self.step(gpu, chunk)?;
-            out.extend(self.step_logits(gpu)?);
+            out.extend(self.step_logits_async(gpu).await?);
         }
         Ok(out)
+    }
+}
+
+/// Blocking forms of the read-back methods, for native code (one
+/// implementation each: the async one).
+#[cfg(not(target_arch = "wasm32"))]
+impl Model {
+    /// Blocking form of [`Model::logits_async`].
+    pub fn logits(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        pollster::block_on(self.logits_async(gpu))
+    }
+
+    /// Blocking form of [`Model::argmax_async`].
+    pub fn argmax(&self, gpu: &Gpu) -> Result<u32> {
+        pollster::block_on(self.argmax_async(gpu))
+    }
+
+    /// Blocking form of [`Model::step_logits_async`].
+    pub fn step_logits(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        pollster::block_on(self.step_logits_async(gpu))
+    }
+
+    /// Blocking form of [`Model::forward_all_async`].
+    pub fn forward_all(&mut self, gpu: &Gpu, tokens: &[u32]) -> Result<Vec<f32>> {
+        pollster::block_on(self.forward_all_async(gpu, tokens))
     }
 }
