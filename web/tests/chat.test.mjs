@@ -104,4 +104,23 @@ describe('chat page, model from local files', { timeout: TIMEOUT_MS * 2 }, () =>
     assertSameTokens(result, nativeTokens(PROMPT, { maxTokens: 16 }), 'local files');
     await screenshot(page, 'chat-local-files.png');
   });
+
+  test('files dropped on the page load too', async () => {
+    const { page } = browser;
+    // A drop event carrying the fixture's files, as the browser makes it when files are dragged in.
+    await page.evaluate(async (names) => {
+      window.deltallm.info = null; // set again when the dropped model has loaded
+      const transfer = new DataTransfer();
+      for (const name of names) {
+        const bytes = await (await fetch(`/fixtures/tiny-llama/${name}`)).arrayBuffer();
+        transfer.items.add(new File([bytes], name));
+      }
+      document.querySelector('#drop-zone').dispatchEvent(
+        new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+    }, TINY_LLAMA_FILES);
+    await page.waitForFunction(() => window.deltallm.info !== null || document.body.dataset.state === 'error');
+    await waitForState(page, 'ready');
+    const result = await generate(page, { prompt: PROMPT, maxTokens: 16 });
+    assertSameTokens(result, nativeTokens(PROMPT, { maxTokens: 16 }), 'dropped files');
+  });
 });

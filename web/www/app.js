@@ -64,13 +64,17 @@ function explainEngineError(error) {
   if (/webgpu is not available|navigator\.gpu|no (webgpu )?adapter/i.test(message)) {
     return noWebGpuMessage(message);
   }
-  if (/out of (gpu )?memory|outofmemory|allocation failed/i.test(message)) {
+  if (/out of (gpu )?memory|outofmemory|allocation failed|maximum memory size/i.test(message)) {
     return `Out of memory: ${message}. Try a smaller (or more quantized) model, close other tabs, or use a GPU ` +
       'with more memory.';
   }
   if (/limit|allows|binding size|max[A-Za-z]*Size/i.test(message)) {
     return `This GPU's WebGPU limits are too small for the model: ${message}. Try a smaller model or another ` +
       'browser/GPU.';
+  }
+  if (error instanceof WebAssembly.RuntimeError) {
+    // A Rust panic leaves the wasm instance unusable; only a fresh page gets a working engine again.
+    return `the engine crashed (${message}); reload the page. The browser console has the details.`;
   }
   return message;
 }
@@ -231,6 +235,7 @@ async function loadModel(source, getFiles) {
   setState('loading');
   $('progress').replaceChildren();
   $('model-info').textContent = '';
+  app.info = null;
   if (app.engine) {
     app.engine.free(); // the old model's GPU buffers go before the new one's are made
     app.engine = null;
