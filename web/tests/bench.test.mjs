@@ -27,7 +27,8 @@ test('bench.html?run=quick fills the result table', { timeout: TIMEOUT_MS * 2 },
 
   const json = await page.evaluate(() => window.deltallmBench.json);
   assert.equal(json.kernels.length, medians.length);
-  assert.ok(json.adapter.name, 'the JSON names the adapter');
+  assert.equal(json.adapter.backend, 'BrowserWebGpu', 'the engine ran on the browser\'s WebGPU');
+  assert.match(json.browser.userAgent, /Chrom/, 'the JSON names the browser');
   assert.match(await page.getAttribute('#download', 'download'), /^deltallm-bench-[a-z0-9-]+\.json$/);
   assert.match(await page.getAttribute('#download', 'href'), /^blob:/);
   await screenshot(page, 'bench.png');

@@ -57,6 +57,25 @@ describe('chat page, model from the URL', { timeout: TIMEOUT_MS * 3 }, () => {
     await screenshot(page, 'chat-template.png');
   });
 
+  test('Stop ends a long reply early and the model stays usable', async () => {
+    const { page } = browser;
+    await page.setChecked('#raw', true);
+    await page.fill('#max-tokens', '200');
+    await page.fill('#threshold', '0');
+    await page.fill('#prompt', PROMPT);
+    await page.click('#send');
+    // The first 16 greedy tokens hold no end-of-text, so the reply is still running when Stop is pressed.
+    await page.waitForFunction(() => window.deltallm.streamed.length >= 2);
+    await page.click('#stop');
+    await waitForState(page, 'ready');
+    assert.match(await page.textContent('#status'), /Stopped after \d+ tokens/);
+    const streamed = await page.evaluate(() => window.deltallm.streamed.length);
+    assert.ok(streamed < 200, `stopped after ${streamed} tokens`);
+
+    const again = await generate(page, { prompt: PROMPT, maxTokens: 4 });
+    assert.equal(again.tokens.length, 4);
+  });
+
   test('a reload takes the model from the cache, and "clear cache" empties it', async () => {
     const { page } = browser;
     const fetched = [];

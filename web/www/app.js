@@ -11,7 +11,8 @@
 //   #stats         tok/s of prefill and decode, and the delta sparsity of the last reply
 //   #threshold #window #window-scale #sinks #max-tokens #greedy #temperature #seed   generation controls
 //   document.body.dataset.state   "idle" | "loading" | "ready" | "generating" | "error"
-//   window.deltallm = { engine, lastResult, info }   for automation (lastResult is null while a reply runs)
+//   window.deltallm = { engine, lastResult, info, streamed }   for automation: lastResult is null while a reply
+//                  runs, streamed holds the ids that onToken has delivered so far
 //
 // URL parameters (loading starts on open):
 //   ?gguf=<url>                          one .gguf file
@@ -29,7 +30,7 @@ const SAFETENSORS_OPTIONAL = ['tokenizer_config.json', 'generation_config.json']
 const MODEL_FILE_RE = /\.(gguf|safetensors)$|^(config|tokenizer|tokenizer_config|generation_config)\.json$/;
 
 const $ = (id) => document.getElementById(id);
-const app = { engine: null, lastResult: null, info: null };
+const app = { engine: null, lastResult: null, info: null, streamed: [] };
 window.deltallm = app;
 
 let history = [];          // chat messages [{role, content}] sent with the chat template
@@ -43,6 +44,7 @@ function setState(state) {
   const busy = state === 'loading' || state === 'generating';
   $('send').disabled = busy || !app.engine;
   $('stop').disabled = state !== 'generating';
+  $('clear-chat').disabled = state === 'generating';
   $('load-button').disabled = busy;
   $('file-input').disabled = busy;
 }
@@ -228,10 +230,16 @@ async function clearCache() {
 // ---------------------------------------------------------------------------------------------------------------
 // Loading a model
 
+let adapterName = '';
 let engineReady = null; // resolves once init() and the adapter check are done; null when there is no WebGPU
 
 async function loadModel(source, getFiles) {
   if (!engineReady || !(await engineReady)) return;
+  if (['loading', 'generating'].includes(document.body.dataset.state)) {
+    // A drop can arrive while the engine works; freeing it then would pull the model from under it.
+    setStatus(`Busy: wait for the current ${document.body.dataset.state} to finish, then load ${source}.`);
+    return;
+  }
   setState('loading');
   $('progress').replaceChildren();
   $('model-info').textContent = '';
@@ -265,7 +273,7 @@ function onModelLoaded(source) {
   // Without a chat template the engine's fallback is a guess; raw text is the honest default then.
   $('raw').checked = !info.hasChatTemplate;
   history = [];
-  setStatus(`Ready: ${source} on ${info.adapter}.`);
+  setStatus(`Ready: ${source} on ${info.adapter || adapterName}.`);
   setState('ready');
 }
 
@@ -369,9 +377,9 @@ async function send() {
   let firstTokenAt = 0;
   let count = 0;
   const ids = [];
+  app.streamed = ids;
   try {
-    // The whole conversation is sent each time, so the cache must not hold the previous one.
-    app.engine.reset();
+    // Each generate() starts from an empty KV cache, so the whole conversation is sent every time.
     const result = await app.engine.generate(request, (piece, id) => {
       if (stopRequested) throw new StopGeneration();
       const now = performance.now();
@@ -431,7 +439,8 @@ function clearChat() {
   $('messages').replaceChildren();
   $('stats').textContent = '';
   showTokens([]);
-  if (app.engine) app.engine.reset();
+  // While a reply runs the engine is busy (and clears its cache before the next one anyway).
+  if (app.engine && document.body.dataset.state !== 'generating') app.engine.reset();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -491,18 +500,34 @@ async function startEngine() {
   }
   try {
     await wasm.default();
+  } catch (error) {
+    console.error(error);
+    fail(`Could not start the wasm engine: ${error.message || error}`);
+    return false;
+  }
+  try {
+    // Throws when the browser has WebGPU but no adapter for it (blocklisted GPU, WebGPU switched off).
     const info = await wasm.webgpuInfo();
     const limits = info.limits || {};
-    $('adapter').textContent = `Adapter: ${info.adapter} · shader-f16 ${info.f16 ? 'yes' : 'no'} · subgroups ` +
-      `${info.subgroups ? 'yes' : 'no'} · max storage binding ${formatBytes(limits.maxStorageBufferBindingSize || 0)} · ` +
-      `max buffer ${formatBytes(limits.maxBufferSize || 0)}`;
+    adapterName = await adapterLabel(info.adapter);
+    $('adapter').textContent = `Adapter: ${adapterName} · shader-f16 ${info.f16 ? 'yes' : 'no'} · subgroups ` +
+      `${info.subgroups ? 'yes' : 'no'} · max storage binding ` +
+      `${formatBytes(limits.maxStorageBufferBindingSize || 0)} · max buffer ${formatBytes(limits.maxBufferSize || 0)}`;
     return true;
   } catch (error) {
     console.error(error);
-    const message = String(error && error.message || error);
-    fail(/webgpu/i.test(message) ? noWebGpuMessage(message) : `Could not start the engine: ${message}`);
+    fail(noWebGpuMessage(String(error && error.message || error)));
     return false;
   }
+}
+
+// Browsers hide the adapter's name from wgpu; GPUAdapterInfo still tells vendor and architecture.
+async function adapterLabel(name) {
+  if (name) return name;
+  const adapter = await navigator.gpu.requestAdapter();
+  const info = (adapter && adapter.info) || {};
+  return [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ') ||
+    'an unnamed adapter';
 }
 
 // Returns whether the URL named a model (its loading has then started).

@@ -8,6 +8,7 @@
 
 const $ = (id) => document.getElementById(id);
 let wasm = null;
+let adapterName = ''; // the engine's adapter name, or what GPUAdapterInfo tells when the browser hides it
 window.deltallmBench = { json: null };
 
 function setStatus(text, kind = 'info') {
@@ -76,8 +77,27 @@ function formatAny(value) {
   return typeof value === 'object' ? JSON.stringify(value) : String(value);
 }
 
+// Browsers hide the adapter's name from wgpu; GPUAdapterInfo still tells vendor and architecture.
+async function adapterLabel(name) {
+  if (name) return name;
+  const adapter = await navigator.gpu.requestAdapter();
+  const info = (adapter && adapter.info) || {};
+  return [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ') ||
+    'an unnamed adapter';
+}
+
+async function browserFacts() {
+  const adapter = await navigator.gpu.requestAdapter();
+  const info = (adapter && adapter.info) || {};
+  return {
+    userAgent: navigator.userAgent,
+    adapterInfo: { vendor: info.vendor, architecture: info.architecture, device: info.device,
+      description: info.description },
+  };
+}
+
 function describeAdapter(adapter, timing) {
-  const parts = [`Adapter: ${adapter.name}`];
+  const parts = [`Adapter: ${adapter.name || adapterName}`];
   if (adapter.backend) parts.push(adapter.backend);
   if (adapter.driver) parts.push(`${adapter.driver} ${adapter.driver_info || ''}`.trim());
   parts.push(`shader-f16 ${adapter.shader_f16 ? 'yes' : 'no'}`, `subgroups ${adapter.subgroups ? 'yes' : 'no'}`);
@@ -110,11 +130,13 @@ async function run(quick) {
       $('progress-label').textContent = `${done} / ${total} ${label || ''}`;
     });
     const json = JSON.parse(text);
+    // Which browser ran it matters as much as the GPU when comparing; the CLI's fields stay as they are.
+    json.browser = await browserFacts();
     window.deltallmBench.json = json;
     $('adapter').textContent = describeAdapter(json.adapter, json.timing);
     $('results').append(table('bench-table', COLUMNS, json.kernels));
     if (json.e2e && json.e2e.length) $('results').append(e2eTable(json.e2e));
-    offerDownload(text, json.adapter.name);
+    offerDownload(JSON.stringify(json, null, 2), json.adapter.name || adapterName);
     bar.value = bar.max;
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
     setStatus(`Done: ${json.kernels.length} kernels in ${seconds} s.`);
@@ -138,7 +160,8 @@ async function start() {
     await module.default();
     const info = await module.webgpuInfo();
     wasm = module;
-    $('adapter').textContent = `Adapter: ${info.adapter} · shader-f16 ${info.f16 ? 'yes' : 'no'} · subgroups ` +
+    adapterName = await adapterLabel(info.adapter);
+    $('adapter').textContent = `Adapter: ${adapterName} · shader-f16 ${info.f16 ? 'yes' : 'no'} · subgroups ` +
       `${info.subgroups ? 'yes' : 'no'}`;
   } catch (error) {
     console.error(error);
