@@ -63,16 +63,21 @@ function fail(text) {
 // The engine's errors are already clear sentences; sort them so the reader knows which kind of problem it is.
 function explainEngineError(error) {
   const message = String(error && error.message || error);
-  if (/webgpu is not available|navigator\.gpu|no (webgpu )?adapter/i.test(message)) {
+  if (/webgpu is not available|navigator\.gpu|no (gpu |webgpu )?adapter/i.test(message)) {
     return noWebGpuMessage(message);
   }
   if (/out of (gpu )?memory|outofmemory|allocation failed|maximum memory size/i.test(message)) {
     return `Out of memory: ${message}. Try a smaller (or more quantized) model, close other tabs, or use a GPU ` +
       'with more memory.';
   }
-  if (/limit|allows|binding size|max[A-Za-z]*Size/i.test(message)) {
+  // The engine checks each buffer against the device's limits before making it ("... allows at most N bytes").
+  if (/allows at most|lacks the feature|max[A-Za-z]*Size/i.test(message)) {
     return `This GPU's WebGPU limits are too small for the model: ${message}. Try a smaller model or another ` +
       'browser/GPU.';
+  }
+  if (/device was lost/i.test(message)) {
+    return `${message.replace(/restart the program/, 'reload the page')}. The browser may have reset the GPU ` +
+      '(a driver crash, or a step that ran too long).';
   }
   if (error instanceof WebAssembly.RuntimeError) {
     // A Rust panic leaves the wasm instance unusable; only a fresh page gets a working engine again.
@@ -516,7 +521,9 @@ async function startEngine() {
     return true;
   } catch (error) {
     console.error(error);
-    fail(noWebGpuMessage(String(error && error.message || error)));
+    const message = String(error && error.message || error);
+    // The engine's no-adapter text advises native drivers and flags; in a page only the fact matters.
+    fail(noWebGpuMessage(/no gpu adapter/i.test(message) ? 'the browser offers no WebGPU adapter' : message));
     return false;
   }
 }

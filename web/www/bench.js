@@ -166,7 +166,9 @@ async function start() {
   } catch (error) {
     console.error(error);
     const message = String(error.message || error);
-    fail(/webgpu|adapter/i.test(message) ? `WebGPU is not available in this browser (${message}).`
+    // The engine's no-adapter text advises native drivers and flags; in a page only the fact matters.
+    const detail = /no gpu adapter/i.test(message) ? 'the browser offers no WebGPU adapter' : message;
+    fail(/webgpu|adapter/i.test(message) ? `WebGPU is not available in this browser (${detail}).`
       : `Could not start the engine: ${message}`);
     return;
   }
