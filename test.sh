@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test suite: every test on the default adapter (lavapipe in CI), then the
 # GPU kernel suite again in portable mode (WebGPU baseline limits, no
-# optional features) and on wgpu's GL backend.
+# optional features) and on wgpu's GL backend; the wasm build, and the web
+# pages in headless Chromium (web/test.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
 export RUST_BACKTRACE=1
@@ -19,3 +20,12 @@ WGPU_BACKEND=gl cargo test --release --test kernels --test bench
 
 echo "== the engine and its browser bindings compile for wasm32 =="
 cargo check -p deltallm-web --target wasm32-unknown-unknown
+
+# The web page and the benchmark page in headless Chromium on SwiftShader's
+# WebGPU, tokens compared with the native engine's (needs /usr/bin/chromium
+# and Node; .ci/run installs Chromium). DELTALLM_SKIP_BROWSER=1 skips them.
+if [ "${DELTALLM_SKIP_BROWSER:-0}" = 1 ]; then
+    echo "== browser tests skipped (DELTALLM_SKIP_BROWSER=1) =="
+else
+    bash web/test.sh
+fi

@@ -1,19 +1,16 @@
 #!/usr/bin/env bash
 # The browser tests: the page and the benchmark page in Debian's headless Chromium on SwiftShader's WebGPU, driven
 # by playwright-core (web/tests/*.test.mjs). Needs the wasm build (web/www/pkg, made by web/build.sh when missing),
-# the native binary target/release/deltallm (the reference tokens), /usr/bin/chromium and Node 20.
+# the native binary target/release/deltallm (the reference tokens; both built here), /usr/bin/chromium and Node 20.
 # Screenshots go to ${TEST_OUT:-web/test-output}/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -f web/www/pkg/deltallm_web.js ]; then
-  echo "== building the wasm (web/build.sh) =="
-  bash web/build.sh
-fi
-if [ ! -x target/release/deltallm ]; then
-  echo "== building the native reference binary =="
-  cargo build --release --bin deltallm
-fi
+# Always (re)build: a stale pkg or binary would test old code. Both are quick when up to date.
+echo "== building the wasm (web/build.sh) =="
+bash web/build.sh
+echo "== building the native reference binary =="
+cargo build --release --bin deltallm
 if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
   echo "no Chromium at ${CHROMIUM:-/usr/bin/chromium}: apt-get install -y chromium" >&2
   exit 1
