@@ -7,11 +7,15 @@
 //   out_i      = Σ_j softmax_j(s(i,j) · scale) v_j,  scale = 1/sqrt(head_dim)
 //
 // Layouts (see attention.wgsl and delta_keys.wgsl):
-//   k_cache, v_cache f32 [kv_heads][max_seq][head_dim]   full keys and values
-//   masks            u32 [kv_heads][max_seq][mask_words] non-zero elements of each delta row
-//   values           f32 [kv_heads][max_seq * head_dim]   their values, packed row after row
-//   row_starts       u32 [kv_heads][max_seq]              each row's first index in values
-//   q, out           f32 [rows][heads][head_dim], rows at positions pos0 + m
+//   k_cache  f32 [kv_heads][sink_rows + ring_rows][head_dim]  full keys of the
+//            sinks and a ring of recent positions: j < sink_rows at row j, a later
+//            one at sink_rows + (j − sink_rows) % ring_rows (the full cache:
+//            sink_rows 0, ring_rows max_seq). The host keeps every exact key in it:
+//            sinks ≤ sink_rows and window + rows − 1 ≤ ring_rows.
+//   v_cache  f32 [kv_heads][max_seq][head_dim]     every value
+//   rows     u32 [kv_heads][max_seq][mask_words + 1]  each delta row's mask and start
+//   values   u32 [kv_heads][capacity]              its non-zeros as f16 pairs
+//   q, out   f32 [rows][heads][head_dim], rows at positions pos0 + m
 // Query head h reads KV head h / (heads / kv_heads).
 //
 // Grid: one workgroup of 64 per (row, head), task = row * heads + h (folded
@@ -27,8 +31,7 @@
 // i · head_dim. Workgroup memory: 2 KiB at any context length.
 // Summation order is fixed by the blocks, so decoding position i gives the
 // same f32 result as row i of a prefill.
-// Bindings: 0 params, 1 k_cache, 2 v_cache, 3 values, 4 masks, 5 row_starts,
-//           6 q, 7 out (rw)  (8 storage buffers: the baseline's limit)
+// Bindings: 0 params, 1 k_cache, 2 v_cache, 3 values, 4 rows, 5 q, 6 out (rw)
 
 struct Params {
     rows: u32,
@@ -41,18 +44,21 @@ struct Params {
     window: u32,
     sinks: u32,
     scale: f32,
+    sink_rows: u32,
+    ring_rows: u32,
+    capacity: u32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> k_cache: array<f32>;
 @group(0) @binding(2) var<storage, read> v_cache: array<f32>;
-@group(0) @binding(3) var<storage, read> values: array<f32>;
-@group(0) @binding(4) var<storage, read> masks: array<u32>;
-@group(0) @binding(5) var<storage, read> row_starts: array<u32>;
-@group(0) @binding(6) var<storage, read> q: array<f32>;
-@group(0) @binding(7) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read> values: array<u32>;
+@group(0) @binding(4) var<storage, read> rows: array<u32>;
+@group(0) @binding(5) var<storage, read> q: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;
 
 const WG: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 256u;
@@ -64,21 +70,39 @@ var<workgroup> probs: array<f32, WG>;
 var<workgroup> prefix: array<f32, WG>;
 
 // q·Δk of delta row `position` of `kv_head` (already scaled query): the mask
-// says which elements are stored, in order, from row_starts onwards.
+// says which elements are stored, in order, two per word from the row's start.
 fn sparse_delta_dot(kv_head: u32, position: u32) -> f32 {
-    let row = kv_head * params.max_seq + position;
-    var index = kv_head * params.max_seq * params.head_dim + row_starts[row];
+    let row_words = params.mask_words + 1u;
+    let row = (kv_head * params.max_seq + position) * row_words;
+    var word = kv_head * params.capacity + rows[row + params.mask_words];
+    var pair = vec2<f32>(0.0);
+    var second = false;
     var dot = 0.0;
     for (var w = 0u; w < params.mask_words; w++) {
-        var bits = masks[row * params.mask_words + w];
+        var bits = rows[row + w];
         while (bits != 0u) {
             let d = w * 32u + countTrailingZeros(bits);
-            dot += query[d] * values[index];
-            index++;
+            if (!second) {
+                pair = unpack2x16float(values[word]);
+                word++;
+                dot += query[d] * pair.x;
+            } else {
+                dot += query[d] * pair.y;
+            }
+            second = !second;
             bits &= bits - 1u;
         }
     }
     return dot;
+}
+
+// Row of key `j` in k_cache.
+fn key_row(kv_head: u32, j: u32) -> u32 {
+    var row = j;
+    if (j >= params.sink_rows) {
+        row = params.sink_rows + (j - params.sink_rows) % params.ring_rows;
+    }
+    return kv_head * (params.sink_rows + params.ring_rows) + row;
 }
 
 @compute @workgroup_size(WG)
@@ -142,7 +166,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         var score = -3.0e38;
         if (j < keys) {
             if (j < params.sinks || position - j < params.window) {
-                let key_base = (cache_row0 + j) * head_dim;
+                let key_base = key_row(kv_head, j) * head_dim;
                 var dot = 0.0;
                 for (var d = 0u; d < head_dim; d++) {
                     dot += query[d] * k_cache[key_base + d];
