@@ -437,6 +437,11 @@ struct HybridParams {
     _pad: [u32; 3],
 }
 
+/// Query heads of one KV head that one hybrid-attention workgroup serves
+/// together (a vec4 per dimension): each delta row, key and value it reads
+/// serves them all.
+pub const QUERY_HEADS_PER_WORKGROUP: u32 = 4;
+
 /// Hybrid attention of q f32 `[rows][heads · head_dim]` into out f32
 /// `[rows][heads · head_dim]`: exact against the [`KvCache`]'s keys for the
 /// `window` latest keys and the first `sinks`, through the [`DeltaCache`]
@@ -517,7 +522,7 @@ impl HybridAttention {
         check_exact_keys(&values, max_rows)?;
         let params = gpu.uniform_from("attention_hybrid.params", &values)?;
         let bound = [kv.k.clone(), kv.v.clone(), q.clone(), out.clone()];
-        let attend = Self::bind(gpu, &params, &bound, deltas, gpu.grid(max_rows * heads))?;
+        let attend = Self::bind(gpu, &params, &bound, deltas, gpu.grid(workgroups(max_rows, heads, kv_heads)))?;
         Ok(HybridAttention { attend, params, values, max_rows, bound, generation: deltas.generation })
     }
 
@@ -541,7 +546,7 @@ impl HybridAttention {
     /// after its values grew, else allocates nothing).
     pub fn set_step(&mut self, gpu: &Gpu, deltas: &DeltaCache, rows: u32, pos0: u32) -> Result<()> {
         check_step("attention_hybrid", rows, pos0, self.max_rows, self.values.max_seq)?;
-        let workgroups = gpu.grid(rows * self.values.heads);
+        let workgroups = gpu.grid(workgroups(rows, self.values.heads, self.values.kv_heads));
         if deltas.generation != self.generation {
             self.attend = Self::bind(gpu, &self.params, &self.bound, deltas, workgroups)?;
             self.generation = deltas.generation;
@@ -569,6 +574,11 @@ impl HybridAttention {
     pub fn dispatches(&self) -> [&Dispatch; 1] {
         [&self.attend]
     }
+}
+
+/// One workgroup per row, KV head and group of up to [`QUERY_HEADS_PER_WORKGROUP`] of its query heads.
+fn workgroups(rows: u32, heads: u32, kv_heads: u32) -> u32 {
+    rows * kv_heads * (heads / kv_heads).div_ceil(QUERY_HEADS_PER_WORKGROUP)
 }
 
 /// The exact keys of a step (sinks, and the window of its every row) must

@@ -365,6 +365,24 @@ fn theta_zero_is_the_dense_attention_op_up_to_f16_deltas() {
 }
 
 #[test]
+fn query_groups_wider_or_narrower_than_a_workgroup() {
+    // A workgroup serves up to 4 query heads of one KV head: 9:1 takes three
+    // workgroups (4 + 4 + 1 heads), 3:1 (SmolLM2) one with a lane to spare.
+    for (case, (heads, kv_heads)) in [(9, 1), (6, 2), (5, 5)].into_iter().enumerate() {
+        let (head_dim, len, prompt, theta, window, sinks) = (48, 80, 70, 0.05, 4, 1);
+        let seq = smooth_sequence(140 + case as u64, len, heads, kv_heads, head_dim);
+        let mut layer = Layer::new(heads, kv_heads, head_dim, prompt, len, theta, window, sinks);
+        let what = format!("heads {heads}/{kv_heads}");
+        let (got, _) = layer.step(&seq, prompt, 0);
+        assert_close(&what, &got, &expected(&seq, &layer, theta, 4, 1, prompt, 0), TOLERANCE);
+        for pos in prompt..len {
+            let (got, _) = layer.step(&seq, 1, pos);
+            assert_close(&what, &got, &expected(&seq, &layer, theta, 4, 1, 1, pos), TOLERANCE);
+        }
+    }
+}
+
+#[test]
 fn decode_after_prefill_equals_one_prefill() {
     let (heads, kv_heads, head_dim, len, prompt, theta, window, sinks) = (4, 2, 64, 140, 125, 0.05, 4, 4);
     let seq = smooth_sequence(110, len, heads, kv_heads, head_dim);
