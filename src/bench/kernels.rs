@@ -428,7 +428,10 @@ impl Suite<'_> {
         for ctx in s.contexts.clone() {
             let names = [
                 format!("delta build decode ctx {ctx}"),
-                String::new(), // the dense decode case is `attention decode ctx N`
+                // The dense decode case is `attention decode ctx N`; this one
+                // is the hybrid kernel with every key exact (W = ctx): dense
+                // attention with the KV-head sharing of the hybrid kernel.
+                format!("attention exact-gqa decode ctx {ctx}"),
                 format!("attention hybrid decode ctx {ctx}"),
             ];
             if names.iter().any(|n| !n.is_empty() && self.wants(n)) {
@@ -500,12 +503,13 @@ impl Suite<'_> {
         let build: Vec<&Dispatch> = builds.iter().map(|(_, op)| &op.build).collect();
         let mut hybrid = HybridAttention::new(gpu, &ring, &deltas, &q, &out, rows, s.heads, window, 0)?;
         hybrid.set_step(gpu, &deltas, rows, pos0)?;
+        // (A prefill in one step keeps every key in its ring: no ratio to show.)
+        let k_cache = if prefill { String::new() } else { format!(", K cache {:.1} % of dense f16", 100.0 * k_ratio) };
         let shape = format!(
-            "heads {}/{}, head_dim {hd}, W {window}, Θ {theta}: delta sparsity {:.1} %, K cache {:.1} % of dense f16",
+            "heads {}/{}, head_dim {hd}, W {window}, Θ {theta}: delta sparsity {:.1} %{k_cache}",
             s.heads,
             s.kv_heads,
             100.0 * sparsity,
-            100.0 * k_ratio
         );
         let stage = if prefill { "prefill" } else { "decode" };
         // Bytes: keys in, deltas out (f16 values + masks + starts), at the measured sparsity.
@@ -518,9 +522,16 @@ impl Suite<'_> {
         // Causal cells a query row attends to, summed over the step's rows.
         let cells: u64 = (pos0..ctx).map(|t| t as u64 + 1).sum();
         let dense_ops = 4 * cells * q_dim as u64;
+        let dense_bytes = 2 * (ctx * kv_dim) as u64 * 4 + 2 * (rows * q_dim) as u64 * 4;
         if prefill && self.wants(&names[1]) {
-            let bytes = 2 * (ctx * kv_dim) as u64 * 4 + 2 * (rows * q_dim) as u64 * 4;
-            self.time(names[1].clone(), format!("{shape}"), &[&dense.dispatches()[1]], bytes, dense_ops)?;
+            self.time(names[1].clone(), shape.clone(), &[dense.dispatches()[1]], dense_bytes, dense_ops)?;
+        }
+        if !prefill && self.wants(&names[1]) {
+            let mut exact = HybridAttention::new(gpu, &cache, &deltas, &q, &out, rows, s.heads, ctx, 0)?;
+            exact.set_step(gpu, &deltas, rows, pos0)?;
+            let step = [dense.dispatches()[0], &exact.attend];
+            let shape = format!("heads {}/{}, head_dim {hd}, every key exact", s.heads, s.kv_heads);
+            self.time(names[1].clone(), shape, &step, dense_bytes, dense_ops)?;
         }
         if self.wants(&names[2]) {
             let exact_keys = window.min(ctx) as u64;
