@@ -339,7 +339,7 @@ impl Layer {
         // leaves only the hybrid path.
         let can_attend = self.attention.can_attend();
         self.hybrid = match &self.delta {
-            Some(d) => hybrid && (d.theta > 0.0 || !can_attend) || !can_attend,
+            Some(d) => !can_attend || (hybrid && d.theta > 0.0),
             None => false,
         };
         if let Some(n) = &mut self.attn_sub_norm {

@@ -272,7 +272,7 @@ pub fn unpack_rows(
             for i in 0..head_dim {
                 if row[i / 32] & (1 << (i % 32)) != 0 {
                     let pair = head_values[slot / 2];
-                    let half = if slot % 2 == 0 { pair & 0xffff } else { pair >> 16 };
+                    let half = if slot.is_multiple_of(2) { pair & 0xffff } else { pair >> 16 };
                     out[(t * kv_heads + g) * head_dim + i] = half::f16::from_bits(half as u16).to_f32();
                     slot += 1;
                 }
