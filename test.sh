@@ -15,8 +15,8 @@ cargo test --release --all-targets
 echo "== GPU kernel, model and fixture tests, portable mode (WebGPU baseline limits, no f16, no subgroups) =="
 DELTALLM_PORTABLE=1 cargo test --release --test kernels --test model --test delta_model --test routing --test quant_model --test fixtures --test bench
 
-echo "== GPU kernel tests, GL backend =="
-WGPU_BACKEND=gl cargo test --release --test kernels --test bench
+echo "== GPU kernel and DeltaLLM model tests, GL backend =="
+WGPU_BACKEND=gl cargo test --release --test kernels --test bench --test delta_model
 
 echo "== the engine and its browser bindings compile for wasm32 =="
 cargo check -p deltallm-web --target wasm32-unknown-unknown

@@ -1,12 +1,18 @@
 // Dense causal attention with grouped-query heads over a KV cache, and the
 // kernel that appends a step's keys and values to that cache.
 //
-// KV cache: k_cache, v_cache f32 [kv_heads][max_seq][head_dim]; the row of
-// position j of KV head g starts at (g * max_seq + j) * head_dim.
+// KV cache: v_cache f32 [kv_heads][max_seq][head_dim]; the row of position j
+// of KV head g starts at (g * max_seq + j) * head_dim. k_cache f32
+// [kv_heads][sink_rows + ring_rows][head_dim]: position j < sink_rows at row
+// j, a later one at row sink_rows + (j - sink_rows) % ring_rows. The full
+// cache (sink_rows 0, ring_rows max_seq) is v's layout; DeltaLLM's
+// compressed K cache keeps only sinks and a ring of recent keys here (see
+// attention_hybrid.wgsl); attend needs the full cache.
 //
 // append:  the step's rows k_new, v_new f32 [rows][kv_heads][head_dim] (the
 //          k/v projection outputs, after RoPE) go to positions pos0..pos0+rows-1.
 //          Grid: one invocation per element, 256 per workgroup (folded into y).
+//          A step must not hold more rows than the ring (the host checks).
 // attend:  q f32 [rows][heads][head_dim] at positions pos0 + m; query head h
 //          reads KV head h / (heads / kv_heads) and keys 0..=pos0 + m:
 //            out[m][h] = sum_j softmax_j(q·k_j * scale) v_j,  scale = 1/sqrt(head_dim)
@@ -30,7 +36,11 @@ struct Params {
     head_dim: u32,
     max_seq: u32,
     scale: f32,
-    _pad: u32,
+    sink_rows: u32,
+    ring_rows: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -56,9 +66,14 @@ fn append(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let row = i / row_width;
     let kv_head = (i % row_width) / params.head_dim;
     let d = i % params.head_dim;
-    let dst = (kv_head * params.max_seq + params.pos0 + row) * params.head_dim + d;
-    k_cache[dst] = k_new[i];
-    v_cache[dst] = v_new[i];
+    let position = params.pos0 + row;
+    var key_row = position;
+    if (position >= params.sink_rows) {
+        key_row = params.sink_rows + (position - params.sink_rows) % params.ring_rows;
+    }
+    let key_rows = params.sink_rows + params.ring_rows;
+    k_cache[(kv_head * key_rows + key_row) * params.head_dim + d] = k_new[i];
+    v_cache[(kv_head * params.max_seq + position) * params.head_dim + d] = v_new[i];
 }
 
 const WG: u32 = 64u;

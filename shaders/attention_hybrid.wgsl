@@ -7,28 +7,37 @@
 //   out_i      = Σ_j softmax_j(s(i,j) · scale) v_j,  scale = 1/sqrt(head_dim)
 //
 // Layouts (see attention.wgsl and delta_keys.wgsl):
-//   k_cache, v_cache f32 [kv_heads][max_seq][head_dim]   full keys and values
-//   masks            u32 [kv_heads][max_seq][mask_words] non-zero elements of each delta row
-//   values           f32 [kv_heads][max_seq * head_dim]   their values, packed row after row
-//   row_starts       u32 [kv_heads][max_seq]              each row's first index in values
-//   q, out           f32 [rows][heads][head_dim], rows at positions pos0 + m
+//   k_cache  f32 [kv_heads][sink_rows + ring_rows][head_dim]  full keys of the
+//            sinks and a ring of recent positions: j < sink_rows at row j, a later
+//            one at sink_rows + (j − sink_rows) % ring_rows (the full cache:
+//            sink_rows 0, ring_rows max_seq). The host keeps every exact key in it:
+//            sinks ≤ sink_rows and window + rows − 1 ≤ ring_rows.
+//   v_cache  f32 [kv_heads][max_seq][head_dim]     every value
+//   rows     u32 [kv_heads][max_seq][mask_words + 1]  each delta row's mask and start
+//   values   u32 [kv_heads][capacity]              its non-zeros as f16 pairs
+//   q, out   f32 [rows][heads][head_dim], rows at positions pos0 + m
 // Query head h reads KV head h / (heads / kv_heads).
 //
-// Grid: one workgroup of 64 per (row, head), task = row * heads + h (folded
-// into y), as in attention.wgsl: keys in blocks of 64, one key per lane,
-// online softmax (running max, sums rescaled by exp(old_max − new_max)).
+// Grid: one workgroup of 64 per (row, KV head, group of up to 4 of its
+// query heads), task = (row * kv_heads + g) * chunks + c with chunks =
+// ceil((heads / kv_heads) / 4) (folded into y). The workgroup holds its
+// query heads side by side in a vec4 per dimension, so every key, delta
+// row and value it reads serves all of them: under GQA 4:1 a delta row is
+// decoded once for 4 queries, and V is read once instead of 4 times.
+// Keys in blocks of 64, one key per lane, online softmax per query head
+// (running max, sums rescaled by exp(old_max − new_max)).
 // Keys j ≤ i − window that are not sinks are the approximated ones; the
 // delta rows m < approx_end = i − window + 1 are needed for their prefix.
 // In each block below approx_end, lane j computes q·Δk_j walking the set
-// bits of its mask and its packed values together (work and reads ∝ nnz), a Hillis–Steele inclusive scan over the
-// block gives Σ_{m ≤ j} within it, and `carry` adds the earlier blocks. The
-// exact keys (window + sinks) read the full key. So a step costs
-// nnz(ΔK prefix) + (window + sinks) · head_dim MACs per query instead of
-// i · head_dim. Workgroup memory: 2 KiB at any context length.
-// Summation order is fixed by the blocks, so decoding position i gives the
-// same f32 result as row i of a prefill.
-// Bindings: 0 params, 1 k_cache, 2 v_cache, 3 values, 4 masks, 5 row_starts,
-//           6 q, 7 out (rw)  (8 storage buffers: the baseline's limit)
+// bits of its mask and its packed values together (work and reads ∝ nnz),
+// a Hillis–Steele inclusive scan over the block gives Σ_{m ≤ j} within it,
+// and `carry` adds the earlier blocks. The exact keys (window + sinks) read
+// the full key. So a step costs nnz(ΔK prefix) + (window + sinks) · head_dim
+// MACs per query instead of i · head_dim. Workgroup memory: 7 KiB at any
+// context length. Summation order is fixed by the blocks (each vec4 lane is
+// the per-head f32 arithmetic), so decoding position i gives the same f32
+// result as row i of a prefill.
+// Bindings: 0 params, 1 k_cache, 2 v_cache, 3 values, 4 rows, 5 q, 6 out (rw)
 
 struct Params {
     rows: u32,
@@ -41,60 +50,88 @@ struct Params {
     window: u32,
     sinks: u32,
     scale: f32,
+    sink_rows: u32,
+    ring_rows: u32,
+    capacity: u32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> k_cache: array<f32>;
 @group(0) @binding(2) var<storage, read> v_cache: array<f32>;
-@group(0) @binding(3) var<storage, read> values: array<f32>;
-@group(0) @binding(4) var<storage, read> masks: array<u32>;
-@group(0) @binding(5) var<storage, read> row_starts: array<u32>;
-@group(0) @binding(6) var<storage, read> q: array<f32>;
-@group(0) @binding(7) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read> values: array<u32>;
+@group(0) @binding(4) var<storage, read> rows: array<u32>;
+@group(0) @binding(5) var<storage, read> q: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;
 
 const WG: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 256u;
 const DIMS_PER_LANE: u32 = MAX_HEAD_DIM / WG;
+// Query heads one workgroup serves: the components of a vec4.
+const GROUP: u32 = 4u;
 
-var<workgroup> query: array<f32, MAX_HEAD_DIM>;
-var<workgroup> scratch: array<f32, WG>;
-var<workgroup> probs: array<f32, WG>;
-var<workgroup> prefix: array<f32, WG>;
+// query[d][k] = scaled q[d] of the workgroup's k-th query head (0 past the last).
+var<workgroup> query: array<vec4<f32>, MAX_HEAD_DIM>;
+var<workgroup> scratch: array<vec4<f32>, WG>;
+var<workgroup> probs: array<vec4<f32>, WG>;
+var<workgroup> prefix: array<vec4<f32>, WG>;
 
 // q·Δk of delta row `position` of `kv_head` (already scaled query): the mask
-// says which elements are stored, in order, from row_starts onwards.
-fn sparse_delta_dot(kv_head: u32, position: u32) -> f32 {
-    let row = kv_head * params.max_seq + position;
-    var index = kv_head * params.max_seq * params.head_dim + row_starts[row];
-    var dot = 0.0;
+// says which elements are stored, in order, two per word from the row's start.
+fn sparse_delta_dot(kv_head: u32, position: u32) -> vec4<f32> {
+    let row_words = params.mask_words + 1u;
+    let row = (kv_head * params.max_seq + position) * row_words;
+    var word = kv_head * params.capacity + rows[row + params.mask_words];
+    var pair = vec2<f32>(0.0);
+    var second = false;
+    var dot = vec4<f32>(0.0);
     for (var w = 0u; w < params.mask_words; w++) {
-        var bits = masks[row * params.mask_words + w];
+        var bits = rows[row + w];
         while (bits != 0u) {
             let d = w * 32u + countTrailingZeros(bits);
-            dot += query[d] * values[index];
-            index++;
+            if (!second) {
+                pair = unpack2x16float(values[word]);
+                word++;
+                dot += query[d] * pair.x;
+            } else {
+                dot += query[d] * pair.y;
+            }
+            second = !second;
             bits &= bits - 1u;
         }
     }
     return dot;
 }
 
+// Row of key `j` in k_cache.
+fn key_row(kv_head: u32, j: u32) -> u32 {
+    var row = j;
+    if (j >= params.sink_rows) {
+        row = params.sink_rows + (j - params.sink_rows) % params.ring_rows;
+    }
+    return kv_head * (params.sink_rows + params.ring_rows) + row;
+}
+
 @compute @workgroup_size(WG)
 fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
+    let group = params.heads / params.kv_heads;
+    let chunks = (group + GROUP - 1u) / GROUP;
     let task = wid.x + wid.y * nwg.x;
-    if (task >= params.rows * params.heads) {
+    if (task >= params.rows * params.kv_heads * chunks) {
         return;
     }
     let head_dim = params.head_dim;
-    let row = task / params.heads;
-    let head = task % params.heads;
-    let kv_head = head / (params.heads / params.kv_heads);
+    let chunk = task % chunks;
+    let kv_head = (task / chunks) % params.kv_heads;
+    let row = task / (chunks * params.kv_heads);
+    let head0 = kv_head * group + chunk * GROUP;
+    let served = min(GROUP, group - chunk * GROUP);
     let position = params.pos0 + row;
     let keys = position + 1u;
-    let q_base = (row * params.heads + head) * head_dim;
+    let q_row = row * params.heads;
     let cache_row0 = kv_head * params.max_seq;
 
     // Keys sinks..approx_end-1 are scored against k̂; none when the window
@@ -105,29 +142,33 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
 
     for (var d = lid; d < head_dim; d += WG) {
-        query[d] = q[q_base + d] * params.scale;
+        var v = vec4<f32>(0.0);
+        for (var k = 0u; k < served; k++) {
+            v[k] = q[(q_row + head0 + k) * head_dim + d] * params.scale;
+        }
+        query[d] = v;
     }
     workgroupBarrier();
 
-    var running_max = 0.0;
-    var lane_sum = 0.0;
+    var running_max = vec4<f32>(0.0);
+    var lane_sum = vec4<f32>(0.0);
     // Σ q·Δk_m over the blocks before this one (the same in every lane).
-    var carry = 0.0;
-    var acc: array<f32, DIMS_PER_LANE>;
+    var carry = vec4<f32>(0.0);
+    var acc: array<vec4<f32>, DIMS_PER_LANE>;
     for (var start = 0u; start < keys; start += WG) {
         let j = start + lid;
         // Inclusive prefix of q·Δk within the block; only blocks that hold
         // approximated keys need it (a workgroup-uniform condition).
-        var approx_score = 0.0;
+        var approx_score = vec4<f32>(0.0);
         if (start < approx_end) {
-            var delta_dot = 0.0;
+            var delta_dot = vec4<f32>(0.0);
             if (j < approx_end) {
                 delta_dot = sparse_delta_dot(kv_head, j);
             }
             prefix[lid] = delta_dot;
             workgroupBarrier();
             for (var offset = 1u; offset < WG; offset <<= 1u) {
-                var earlier = 0.0;
+                var earlier = vec4<f32>(0.0);
                 if (lid >= offset) {
                     earlier = prefix[lid - offset];
                 }
@@ -139,11 +180,11 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
             carry += prefix[WG - 1u];
         }
 
-        var score = -3.0e38;
+        var score = vec4<f32>(-3.0e38);
         if (j < keys) {
             if (j < params.sinks || position - j < params.window) {
-                let key_base = (cache_row0 + j) * head_dim;
-                var dot = 0.0;
+                let key_base = key_row(kv_head, j) * head_dim;
+                var dot = vec4<f32>(0.0);
                 for (var d = 0u; d < head_dim; d++) {
                     dot += query[d] * k_cache[key_base + d];
                 }
@@ -162,8 +203,8 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         }
         let first = start == 0u;
         let new_max = select(max(running_max, scratch[0]), scratch[0], first);
-        let rescale = select(exp(running_max - new_max), 0.0, first);
-        let p = select(0.0, exp(score - new_max), j < keys);
+        let rescale = select(exp(running_max - new_max), vec4<f32>(0.0), first);
+        let p = select(vec4<f32>(0.0), exp(score - new_max), j < keys);
         running_max = new_max;
         lane_sum = lane_sum * rescale + p;
         probs[lid] = p;
@@ -196,7 +237,10 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     for (var c = 0u; c < DIMS_PER_LANE; c++) {
         let d = lid + c * WG;
         if (d < head_dim) {
-            out[q_base + d] = acc[c] * inv_total;
+            let o = acc[c] * inv_total;
+            for (var k = 0u; k < served; k++) {
+                out[(q_row + head0 + k) * head_dim + d] = o[k];
+            }
         }
     }
 }

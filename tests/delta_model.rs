@@ -157,8 +157,16 @@ fn prefill_stage_decodes_densely() {
 fn statistics_equal_the_cpu_counts() {
     for stage in [DeltaStage::Both, DeltaStage::Prefill] {
         let weights = tiny(Architecture::Llama, 15);
-        let delta =
-            DeltaOptions { threshold: 0.3, window_min: 2, window_scale: 0.0, sinks: 1, stage, ..Default::default() };
+        // Full keys kept, so that layer_keys can read them back.
+        let delta = DeltaOptions {
+            threshold: 0.3,
+            window_min: 2,
+            window_scale: 0.0,
+            sinks: 1,
+            stage,
+            keep_full_keys: true,
+            ..Default::default()
+        };
         let mut model = Model::load(gpu(), &weights, options(delta, false)).unwrap();
         model.forward(gpu(), &TOKENS[..7]).unwrap();
         for &t in &TOKENS[7..] {
@@ -194,6 +202,63 @@ fn statistics_equal_the_cpu_counts() {
         let table = report.table();
         assert!(table.contains("prefill") && table.contains("K cache"), "{table}");
     }
+}
+
+#[test]
+fn long_decode_through_the_compressed_k_cache_matches_the_cpu_reference() {
+    // 60 positions through a key ring of 1 sink + (window 3 + 4 − 1) rows,
+    // which wraps 10 times; the delta values start at a quarter of the dense
+    // worst case of 64 positions and have to grow.
+    for arch in [Architecture::Llama, Architecture::BitNet] {
+        let weights = tiny(arch, 21);
+        let tokens: Vec<u32> = (0..60).map(|i| (i * 37 + 11) % 300).collect();
+        let delta = DeltaOptions { threshold: 0.05, window_min: 3, window_scale: 0.0, sinks: 1, ..Default::default() };
+        let options = ModelOptions { max_context: 64, prefill_chunk: 4, delta: Some(delta), ..Default::default() };
+        let mut model = Model::load(gpu(), &weights, options).unwrap();
+        model.forward(gpu(), &tokens[..8]).unwrap();
+        let first = model.delta_stats(gpu()).unwrap().unwrap().k_cache;
+        for &t in &tokens[8..] {
+            model.forward(gpu(), &[t]).unwrap();
+        }
+        let got = model.logits(gpu()).unwrap();
+        let all = forward_all_delta(&weights, &tokens, &reference(&model, usize::MAX));
+        let err = rel_l2(&got, &all[all.len() - got.len()..]);
+        let tolerance = if arch == Architecture::BitNet { 2e-3 } else { 1e-4 };
+        assert!(err < tolerance, "{arch:?}: relative L2 {err:e}");
+        let last = model.delta_stats(gpu()).unwrap().unwrap();
+        let k = last.k_cache;
+        eprintln!("{arch:?}: relative L2 {err:e}, delta sparsity {:.3}, {k:?}", last.phases.total.delta_sparsity);
+        assert!(!k.full_keys && !first.full_keys, "Θ > 0 in both stages keeps only the key ring");
+        assert!(k.allocated > first.allocated, "the delta values should have grown: {first:?} → {k:?}");
+        let err = model.layer_keys(gpu(), 0).unwrap_err().to_string();
+        assert!(err.contains("keep_full_keys"), "{err}");
+    }
+}
+
+#[test]
+fn dense_attention_keeps_the_full_k_cache() {
+    let weights = tiny(Architecture::Llama, 23);
+    for delta in [
+        DeltaOptions { threshold: 0.0, ..Default::default() },
+        DeltaOptions { threshold: 0.4, stage: DeltaStage::Prefill, ..Default::default() },
+    ] {
+        let mut model = Model::load(gpu(), &weights, options(delta.clone(), false)).unwrap();
+        model.forward(gpu(), &TOKENS).unwrap();
+        let report = model.delta_stats(gpu()).unwrap().unwrap();
+        assert!(report.k_cache.full_keys, "{delta:?}");
+        assert!(report.table().contains("full f32 keys kept"), "{}", report.table());
+        assert_eq!(model.layer_keys(gpu(), 1).unwrap().len(), TOKENS.len() * weights.config.kv_dim());
+    }
+    // Switching to Θ > 0 rebuilds the attention over a key ring.
+    let mut model =
+        Model::load(gpu(), &weights, options(DeltaOptions { threshold: 0.0, ..Default::default() }, true)).unwrap();
+    model.forward_all(gpu(), &TOKENS).unwrap();
+    let delta = DeltaOptions { threshold: 0.5, window_min: 2, ..Default::default() };
+    model.set_delta_options(gpu(), delta).unwrap();
+    let got = model.forward_all(gpu(), &TOKENS).unwrap();
+    assert!(!model.delta_stats(gpu()).unwrap().unwrap().k_cache.full_keys);
+    let expected = forward_all_delta(&weights, &TOKENS, &reference(&model, usize::MAX));
+    assert!(rel_l2(&got, &expected) < 1e-4, "after switching: {:e}", rel_l2(&got, &expected));
 }
 
 #[test]

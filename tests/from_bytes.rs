@@ -87,13 +87,13 @@ fn delta_switches_on_and_back_to_dense() {
     let prompt = "Hello there, this is a longer prompt for the delta";
     let expected = greedy(&mut dense, prompt, 8);
 
-    switching.model.use_dense_attention();
+    switching.model.use_dense_attention(&switching.gpu).unwrap();
     assert_eq!(greedy(&mut switching, prompt, 8), expected);
     let delta = DeltaOptions { threshold: 0.5, window_min: 4, ..Default::default() };
     switching.model.set_delta_options(&switching.gpu, delta).unwrap();
     assert!(switching.model.delta_window().is_some());
     greedy(&mut switching, prompt, 8);
-    switching.model.use_dense_attention();
+    switching.model.use_dense_attention(&switching.gpu).unwrap();
     assert_eq!(switching.model.delta_window(), None);
     assert_eq!(greedy(&mut switching, prompt, 8), expected);
 }

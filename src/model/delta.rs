@@ -53,6 +53,9 @@ pub struct DeltaOptions {
     /// Calibrate Θ per layer so that this fraction of the prompt's delta
     /// elements is zero (in `[0, 1)`).
     pub target_sparsity: Option<f32>,
+    /// Keep the full K cache beside the deltas even where the compressed
+    /// one would do (for tests and [`crate::model::Model::layer_keys`]).
+    pub keep_full_keys: bool,
 }
 
 impl Default for DeltaOptions {
@@ -64,6 +67,7 @@ impl Default for DeltaOptions {
             sinks: 0,
             stage: DeltaStage::Both,
             target_sparsity: None,
+            keep_full_keys: false,
         }
     }
 }
@@ -114,6 +118,28 @@ impl DeltaOptions {
         let scaled = (self.window_scale as f64 * prompt_len as f64).round() as u32;
         self.window_min.max(scaled)
     }
+
+    /// Whether the model may attend densely, which needs every full key:
+    /// Θ = 0 (dense attention), DeltaLLM in prefill only (dense decode), or
+    /// when asked to.
+    pub fn needs_full_keys(&self) -> bool {
+        self.keep_full_keys
+            || self.stage == DeltaStage::Prefill
+            || (self.threshold == 0.0 && self.target_sparsity.is_none())
+    }
+
+    /// `(sink_rows, ring_rows)` of the K cache for `max_seq` positions and
+    /// steps of up to `max_rows` rows: the sinks, and a ring holding the
+    /// largest window any prompt can fix plus a step's rows; the full
+    /// cache `(0, max_seq)` when dense attention may run.
+    pub fn key_ring(&self, max_seq: u32, max_rows: u32) -> (u32, u32) {
+        if self.needs_full_keys() {
+            return (0, max_seq);
+        }
+        let sink_rows = self.sinks.min(max_seq);
+        let ring_rows = (self.window(max_seq) as u64 + max_rows as u64 - 1).min((max_seq - sink_rows) as u64);
+        (sink_rows, ring_rows as u32)
+    }
 }
 
 /// One layer's DeltaLLM ops and their delta rows.
@@ -121,6 +147,8 @@ pub(crate) struct LayerDelta {
     pub cache: DeltaCache,
     pub keys: DeltaKeys,
     pub hybrid: HybridAttention,
+    /// Θ the keys are built with now.
+    pub theta: f32,
 }
 
 impl LayerDelta {
@@ -141,7 +169,21 @@ impl LayerDelta {
         let cache = DeltaCache::new(gpu, label, kv.kv_heads, kv.head_dim, kv.max_seq)?;
         let keys = DeltaKeys::new(gpu, &cache, k, rows, options.threshold)?;
         let hybrid = HybridAttention::new(gpu, kv, &cache, q, out, rows, heads, options.window_min, options.sinks)?;
-        Ok(LayerDelta { cache, keys, hybrid })
+        Ok(LayerDelta { cache, keys, hybrid, theta: options.threshold })
+    }
+
+    /// The next step's rows and position, after making room for its delta
+    /// rows (see [`DeltaCache::reserve`]).
+    pub fn set_step(&mut self, gpu: &Gpu, rows: u32, pos0: u32) -> Result<()> {
+        self.cache.reserve(gpu, rows, pos0)?;
+        self.keys.set_step(gpu, &self.cache, rows, pos0)?;
+        self.hybrid.set_step(gpu, &self.cache, rows, pos0)
+    }
+
+    pub fn set_theta(&mut self, gpu: &Gpu, theta: f32) -> Result<()> {
+        self.keys.set_theta(gpu, theta)?;
+        self.theta = theta;
+        Ok(())
     }
 }
 
@@ -188,13 +230,14 @@ fn delta_sparsity_at(keys: &[f32], rows: usize, width: usize, theta: f32) -> f64
     if rows < 2 {
         return 0.0;
     }
-    let mut reference = keys[..width].to_vec();
+    let mut reference: Vec<f32> = keys[..width].iter().map(|&k| crate::cpu::delta::stored_delta(k)).collect();
     let mut zeros = 0u64;
     for row in keys[width..].chunks(width) {
         for (r, &key) in reference.iter_mut().zip(row) {
-            // The same f32 compare as the kernel.
-            if (key - *r).abs() > theta {
-                *r = key;
+            // The same f32 compare and f16 step as the kernel.
+            let d = key - *r;
+            if d.abs() > theta {
+                *r += crate::cpu::delta::stored_delta(d);
             } else {
                 zeros += 1;
             }
@@ -310,14 +353,17 @@ impl Phases {
 pub struct KCacheBytes {
     /// A dense f16 K cache: positions · kv_heads · head_dim · 2.
     pub dense_f16: u64,
-    /// The compressed layout of DESIGN §2.2 with f16 values: per row a
-    /// head_dim-bit mask and a u32 row start, 2 bytes per non-zero delta,
-    /// plus full f16 keys for the sinks and the window's ring only.
+    /// Bytes the K side holds for these positions: per delta row its mask
+    /// and start (4 · (head_dim/32 + 1)), the f16 values in use, the f32
+    /// full keys kept (sinks and ring, or every position with full keys)
+    /// and the f32 reference k̂.
     pub compressed_f16: u64,
-    /// What this build actually allocates for keys (f32 full keys for every
-    /// position, delta values sized for the dense worst case): memory is
-    /// not saved yet.
+    /// Bytes of every K-side buffer (full or ring keys, delta rows sized
+    /// for the context, the values area as grown, reference, used counts).
     pub allocated: u64,
+    /// Whether the full K cache is kept (dense attention may run: Θ = 0,
+    /// DeltaLLM in prefill only, or asked for).
+    pub full_keys: bool,
 }
 
 impl KCacheBytes {
@@ -325,6 +371,7 @@ impl KCacheBytes {
         self.dense_f16 += other.dense_f16;
         self.compressed_f16 += other.compressed_f16;
         self.allocated += other.allocated;
+        self.full_keys |= other.full_keys;
     }
 }
 
@@ -407,20 +454,21 @@ pub fn head_counts(
     (prefill, decode)
 }
 
-/// Non-zeros of each delta row, `[kv_heads][positions]`, from masks read
-/// back as `[kv_heads][max_seq][mask_words]`.
-pub(crate) fn row_nnz(masks: &[u32], kv_heads: usize, max_seq: usize, mask_words: usize, positions: usize) -> Vec<u32> {
+/// Non-zeros of each delta row, `[kv_heads][positions]`, from a
+/// [`DeltaCache`]'s rows read back as `[kv_heads][max_seq][mask_words + 1]`.
+pub(crate) fn row_nnz(rows: &[u32], kv_heads: usize, max_seq: usize, mask_words: usize, positions: usize) -> Vec<u32> {
     let mut out = Vec::with_capacity(kv_heads * positions);
     for g in 0..kv_heads {
         for t in 0..positions {
-            let row = &masks[(g * max_seq + t) * mask_words..][..mask_words];
+            let row = &rows[(g * max_seq + t) * (mask_words + 1)..][..mask_words];
             out.push(row.iter().map(|w| w.count_ones()).sum());
         }
     }
     out
 }
 
-/// One layer's statistics from its rows' non-zeros `[kv_heads][positions]`.
+/// One layer's statistics from its rows' non-zeros `[kv_heads][positions]`
+/// and its K-cache bytes.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn layer_stats(
     layer: usize,
@@ -430,7 +478,7 @@ pub(crate) fn layer_stats(
     head_dim: u32,
     state: &DeltaState,
     positions: u32,
-    allocated: u64,
+    k_cache: KCacheBytes,
 ) -> LayerStats {
     let (window, sinks, prompt_len) = (state.window, state.options.sinks, state.prompt_len.min(positions));
     let hybrid_decode = state.options.stage == DeltaStage::Both;
@@ -442,16 +490,23 @@ pub(crate) fn layer_stats(
         decode.add(&d);
         heads.push(HeadStats { kv_head: g, phases: Phases::new(p, d, window, prompt_len, positions) });
     }
-    let nonzeros: u64 = nnz.iter().map(|&n| n as u64).sum();
-    let mask_bytes = head_dim.div_ceil(32) as u64 * 4;
-    let rows = positions as u64 * kv_heads as u64;
-    let full_rows = (window as u64 + sinks as u64).min(positions as u64) * kv_heads as u64;
-    let k_cache = KCacheBytes {
-        dense_f16: rows * head_dim as u64 * 2,
-        compressed_f16: rows * (mask_bytes + 4) + nonzeros * 2 + full_rows * head_dim as u64 * 2,
-        allocated,
-    };
     LayerStats { layer, threshold, phases: Phases::new(prefill, decode, window, prompt_len, positions), k_cache, heads }
+}
+
+/// K-cache bytes of one layer holding `positions`, given the value words
+/// its KV heads use together.
+pub(crate) fn k_cache_bytes(kv: &KvCache, deltas: &DeltaCache, positions: u32, used_words: u64) -> KCacheBytes {
+    let (kv_heads, head_dim, positions) = (kv.kv_heads as u64, kv.head_dim as u64, positions as u64);
+    let full_key_rows = positions.min(kv.key_rows() as u64);
+    KCacheBytes {
+        dense_f16: positions * kv_heads * head_dim * 2,
+        compressed_f16: positions * kv_heads * deltas.row_words() as u64 * 4
+            + used_words * 4
+            + full_key_rows * kv_heads * head_dim * 4
+            + deltas.reference.size,
+        allocated: kv.k.size + deltas.allocated_bytes(),
+        full_keys: kv.full_keys(),
+    }
 }
 
 /// The whole model's report from its layers' statistics.
@@ -515,8 +570,13 @@ impl DeltaReport {
                 pct(x.authors_sparsity)
             );
         }
+        let kept = if self.k_cache.full_keys {
+            "full f32 keys kept beside the deltas (dense attention may run)"
+        } else {
+            "f16 delta rows, full keys for sinks and window ring only"
+        };
         s += &format!(
-            "K cache: {} bytes compressed (f16 layout) vs {} dense f16 ({:.1} %); {} allocated now\n",
+            "K cache: {} bytes in use vs {} dense f16 ({:.1} %), {} allocated; {kept}\n",
             self.k_cache.compressed_f16,
             self.k_cache.dense_f16,
             pct(self.k_cache.compressed_f16 as f64 / self.k_cache.dense_f16.max(1) as f64),

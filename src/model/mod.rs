@@ -333,10 +333,15 @@ impl Layer {
             second.attention.set_step(gpu, rows, pos0)?;
         }
         for delta in self.deltas_mut() {
-            delta.keys.set_step(gpu, rows, pos0)?;
-            delta.hybrid.set_step(gpu, rows, pos0)?;
+            delta.set_step(gpu, rows, pos0)?;
         }
-        self.hybrid = hybrid && self.delta.is_some();
+        // Θ = 0 is dense attention where the full keys are kept; a key ring
+        // leaves only the hybrid path.
+        let can_attend = self.attention.can_attend();
+        self.hybrid = match &self.delta {
+            Some(d) => !can_attend || (hybrid && d.theta > 0.0),
+            None => false,
+        };
         if let Some(n) = &mut self.attn_sub_norm {
             n.set_rows(gpu, rows)?;
         }
@@ -398,6 +403,32 @@ impl Layer {
         d.push(&self.ffn_residual.dispatch);
         d
     }
+}
+
+/// A layer's K/V cache and attention ops: the full K cache, or DeltaLLM's
+/// key ring when `delta` never attends densely (see
+/// [`DeltaOptions::key_ring`]), with the delta ops bound to it.
+fn attention_ops(
+    gpu: &Gpu,
+    i: usize,
+    c: &ModelConfig,
+    act: &Activations,
+    rows: u32,
+    max_context: u32,
+    delta: Option<&DeltaOptions>,
+) -> Result<(KvCache, Attention, Option<LayerDelta>)> {
+    let (sink_rows, ring_rows) = delta.map_or((0, max_context), |d| d.key_ring(max_context, rows));
+    let (heads, kv_heads, head_dim) = (c.num_attention_heads as u32, c.num_key_value_heads as u32, c.head_dim as u32);
+    let label = format!("layers.{i}.kv");
+    let cache = KvCache::with_key_ring(gpu, &label, kv_heads, head_dim, max_context, sink_rows, ring_rows)?;
+    let attention = Attention::new(gpu, &cache, &act.q, &act.k, &act.v, &act.attn, rows, heads)?;
+    let delta = match delta {
+        Some(d) => {
+            Some(LayerDelta::new(gpu, &format!("layers.{i}.delta"), &cache, &act.q, &act.k, &act.attn, rows, heads, d)?)
+        }
+        None => None,
+    };
+    Ok((cache, attention, delta))
 }
 
 /// A model ready to run on one GPU.
@@ -541,13 +572,7 @@ impl Model {
             );
             let (wg, wu, wd) =
                 (lin("gate_proj", &w.gate_proj)?, lin("up_proj", &w.up_proj)?, lin("down_proj", &w.down_proj)?);
-            let cache = KvCache::new(
-                gpu,
-                &format!("layers.{i}.kv"),
-                c.num_key_value_heads as u32,
-                c.head_dim as u32,
-                max_context,
-            )?;
+            let (cache, attention, delta) = attention_ops(gpu, i, &c, &act, rows, max_context, options.delta.as_ref())?;
             let attn_sub_norm = match &w.attn_sub_norm {
                 Some(v) => {
                     Some(RmsNorm::new(gpu, &act.attn, &vector("attn_sub_norm", v)?, &act.attn_sub, rows, q_dim, eps)?)
@@ -589,30 +614,8 @@ impl Model {
                     c.num_attention_heads as u32,
                     c.num_key_value_heads as u32,
                 )?,
-                attention: Attention::new(
-                    gpu,
-                    &cache,
-                    &act.q,
-                    &act.k,
-                    &act.v,
-                    &act.attn,
-                    rows,
-                    c.num_attention_heads as u32,
-                )?,
-                delta: match &options.delta {
-                    Some(d) => Some(LayerDelta::new(
-                        gpu,
-                        &format!("layers.{i}.delta"),
-                        &cache,
-                        &act.q,
-                        &act.k,
-                        &act.attn,
-                        rows,
-                        c.num_attention_heads as u32,
-                        d,
-                    )?),
-                    None => None,
-                },
+                attention,
+                delta,
                 hybrid: false,
                 attn_sub_norm,
                 quantize_o_in: quantize(o_in, &act.x8_q)?,
@@ -748,13 +751,13 @@ impl Model {
         let (window, sinks, target) = (state.window, state.options.sinks, state.options.target_sparsity);
         for layer in &mut self.layers {
             for d in layer.deltas_mut() {
-                d.hybrid.set_window(gpu, window, sinks);
+                d.hybrid.set_window(gpu, window, sinks)?;
             }
         }
         if target.is_some() {
             for layer in &mut self.layers {
                 for d in layer.deltas_mut() {
-                    d.keys.set_theta(gpu, 0.0)?;
+                    d.set_theta(gpu, 0.0)?;
                 }
             }
         }
@@ -766,17 +769,30 @@ impl Model {
         let mut thresholds = Vec::with_capacity(self.layers.len());
         for layer in &mut self.layers {
             let kv = &layer.cache;
-            let k = delta::keys_from_cache(
-                &gpu.read_async::<f32>(&kv.k).await?,
-                prompt.len(),
-                kv.kv_heads as usize,
-                kv.head_dim as usize,
-                kv.max_seq as usize,
-            );
             let width = (kv.kv_heads * kv.head_dim) as usize;
+            let k = if kv.full_keys() {
+                delta::keys_from_cache(
+                    &gpu.read_async::<f32>(&kv.k).await?,
+                    prompt.len(),
+                    kv.kv_heads as usize,
+                    kv.head_dim as usize,
+                    kv.max_seq as usize,
+                )
+            } else {
+                // Only deltas are kept: k̂ at Θ = 0 is k up to f16 rounding.
+                let deltas = layer.delta.as_ref().expect("a key ring comes with DeltaLLM");
+                let mut k = deltas.cache.read_deltas_async(gpu, prompt.len() as u32).await?;
+                for t in 1..prompt.len() {
+                    let (done, row) = k.split_at_mut(t * width);
+                    for (x, previous) in row[..width].iter_mut().zip(&done[(t - 1) * width..]) {
+                        *x += previous;
+                    }
+                }
+                k
+            };
             let theta = delta::calibrate_threshold(&k, prompt.len(), width, target);
             for d in layer.deltas_mut() {
-                d.keys.set_theta(gpu, theta)?;
+                d.set_theta(gpu, theta)?;
             }
             thresholds.push(theta);
         }
@@ -798,9 +814,26 @@ impl Model {
                 "this model was loaded without DeltaLLM attention; load it with ModelOptions::delta set".into(),
             ));
         }
+        let rows = self.options.prefill_chunk;
+        let layout = options.key_ring(self.max_context, rows);
+        if self.layers.first().is_some_and(|l| (l.cache.sink_rows, l.cache.ring_rows) != layout) {
+            // The K cache keeps other rows now: rebuild every layer's attention.
+            self.options.delta = Some(options.clone());
+            for i in 0..self.layers.len() {
+                let (cache, attention, delta) =
+                    attention_ops(gpu, i, &self.config, &self.act, rows, self.max_context, Some(&options))?;
+                let layer = &mut self.layers[i];
+                (layer.cache, layer.attention, layer.delta, layer.second_pass) = (cache, attention, delta, None);
+            }
+            let repeated: Vec<usize> =
+                (0..self.layers.len()).filter(|&i| self.routing.plan.actions[i] == LayerAction::Repeat).collect();
+            for i in repeated {
+                self.ensure_second_pass(gpu, i)?;
+            }
+        }
         for layer in &mut self.layers {
             for d in layer.deltas_mut() {
-                d.keys.set_theta(gpu, options.threshold)?;
+                d.set_theta(gpu, options.threshold)?;
             }
         }
         self.delta = Some(DeltaState::new(options.clone(), self.layers.len()));
@@ -824,7 +857,7 @@ impl Model {
         }
         for (layer, &theta) in self.layers.iter_mut().zip(thresholds) {
             for d in layer.deltas_mut() {
-                d.keys.set_theta(gpu, theta)?;
+                d.set_theta(gpu, theta)?;
             }
         }
         state.options.target_sparsity = None;
@@ -838,11 +871,18 @@ impl Model {
 
     /// Attend densely from now on, keeping the DeltaLLM caches of a model
     /// loaded with [`ModelOptions::delta`] ([`Model::set_delta_options`]
-    /// switches it back on); starts a new sequence.
-    pub fn use_dense_attention(&mut self) {
+    /// switches it back on); starts a new sequence. A model that kept only
+    /// a ring of full keys gets its full K cache back first.
+    pub fn use_dense_attention(&mut self, gpu: &Gpu) -> Result<()> {
+        if let Some(options) = self.options.delta.clone() {
+            // Θ = 0 keeps every full key and attends with the dense kernel.
+            let dense = DeltaOptions { threshold: 0.0, target_sparsity: None, ..options };
+            self.set_delta_options(gpu, dense)?;
+        }
         self.delta = None;
         self.options.delta = None;
         self.reset();
+        Ok(())
     }
 
     /// Post-RoPE keys of layer `layer` for the positions so far,
@@ -850,6 +890,13 @@ impl Model {
     /// tests and statistics).
     pub async fn layer_keys_async(&self, gpu: &Gpu, layer: usize) -> Result<Vec<f32>> {
         let kv = &self.layers.get(layer).ok_or_else(|| Error::Invalid(format!("no layer {layer}")))?.cache;
+        if !kv.full_keys() {
+            return Err(Error::Invalid(
+                "this model keeps keys outside the window only as compressed deltas; load it with \
+                 DeltaOptions::keep_full_keys to read every key back"
+                    .into(),
+            ));
+        }
         Ok(delta::keys_from_cache(
             &gpu.read_async::<f32>(&kv.k).await?,
             self.position as usize,
@@ -890,17 +937,14 @@ impl Model {
             let Some(d) = &layer.delta else { continue };
             let cache = &d.cache;
             let nnz = delta::row_nnz(
-                &gpu.read_async::<u32>(&cache.masks).await?,
+                &gpu.read_async::<u32>(&cache.rows).await?,
                 cache.kv_heads as usize,
                 cache.max_seq as usize,
                 cache.mask_words() as usize,
                 positions as usize,
             );
-            let allocated = layer.cache.k.size
-                + cache.masks.size
-                + cache.values.size
-                + cache.row_starts.size
-                + cache.reference.size;
+            let used: u64 = cache.read_used_async(gpu).await?.iter().map(|&w| w as u64).sum();
+            let k_cache = delta::k_cache_bytes(&layer.cache, cache, positions, used);
             layers.push(delta::layer_stats(
                 i,
                 state.thresholds[i],
@@ -909,7 +953,7 @@ impl Model {
                 cache.head_dim,
                 state,
                 positions,
-                allocated,
+                k_cache,
             ));
         }
         Ok(Some(delta::report(state, positions, layers)))

@@ -441,8 +441,7 @@ impl SecondPass {
         heads: u32,
         delta: Option<&DeltaOptions>,
     ) -> Result<Self> {
-        let cache =
-            KvCache::new(gpu, &format!("layers.{layer}.kv.repeat"), like.kv_heads, like.head_dim, like.max_seq)?;
+        let cache = KvCache::like(gpu, &format!("layers.{layer}.kv.repeat"), like)?;
         let attention = Attention::new(gpu, &cache, buffers.q, buffers.k, buffers.v, buffers.out, rows, heads)?;
         let delta = match delta {
             Some(d) => Some(LayerDelta::new(

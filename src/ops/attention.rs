@@ -14,14 +14,23 @@ const APPEND_WORKGROUP: u32 = 256;
 /// The attend kernel keeps each lane's share of the output in registers.
 pub const MAX_HEAD_DIM: u32 = 256;
 
-/// One layer's keys and values, allocated once for `max_seq` positions:
-/// `k`, `v` f32 `[kv_heads][max_seq][head_dim]`.
+/// One layer's keys and values, allocated once for `max_seq` positions.
+///
+/// `v` f32 `[kv_heads][max_seq][head_dim]`. `k` f32
+/// `[kv_heads][sink_rows + ring_rows][head_dim]`: position `p < sink_rows`
+/// at row `p`, a later one at row `sink_rows + (p − sink_rows) % ring_rows`.
+/// The full cache ([`KvCache::new`]) has `sink_rows` 0 and `ring_rows`
+/// `max_seq`, so row = position; DeltaLLM's compressed K cache
+/// ([`KvCache::with_key_ring`]) keeps only the sinks and a ring of recent
+/// keys here, the rest as delta rows (see [`super::delta`]).
 pub struct KvCache {
     pub k: GpuBuffer,
     pub v: GpuBuffer,
     pub kv_heads: u32,
     pub head_dim: u32,
     pub max_seq: u32,
+    pub sink_rows: u32,
+    pub ring_rows: u32,
 }
 
 impl KvCache {
@@ -32,14 +41,59 @@ impl KvCache {
                 format!("kv_heads, head_dim and max_seq must be positive, got {kv_heads}, {head_dim}, {max_seq}"),
             ));
         }
-        let bytes = kv_heads as u64 * max_seq as u64 * head_dim as u64 * 4;
+        Self::with_key_ring(gpu, label, kv_heads, head_dim, max_seq, 0, max_seq)
+    }
+
+    /// Keys only for the first `sink_rows` positions and a ring of the last
+    /// `ring_rows` (clamped to what `max_seq` needs: a ring that covers every
+    /// position is the full cache); values for every position.
+    pub fn with_key_ring(
+        gpu: &Gpu,
+        label: &str,
+        kv_heads: u32,
+        head_dim: u32,
+        max_seq: u32,
+        sink_rows: u32,
+        ring_rows: u32,
+    ) -> Result<Self> {
+        if kv_heads == 0 || head_dim == 0 || max_seq == 0 {
+            return Err(Error::shape(
+                "kv_cache",
+                format!("kv_heads, head_dim and max_seq must be positive, got {kv_heads}, {head_dim}, {max_seq}"),
+            ));
+        }
+        let sink_rows = sink_rows.min(max_seq);
+        let ring_rows = ring_rows.min(max_seq - sink_rows);
+        if ring_rows == 0 && sink_rows < max_seq {
+            return Err(Error::shape("kv_cache", "the key ring needs at least one row"));
+        }
+        let row_bytes = head_dim as u64 * 4;
+        let key_rows = (sink_rows + ring_rows) as u64;
         Ok(KvCache {
-            k: gpu.storage(&format!("{label}.k"), bytes)?,
-            v: gpu.storage(&format!("{label}.v"), bytes)?,
+            k: gpu.storage(&format!("{label}.k"), kv_heads as u64 * key_rows * row_bytes)?,
+            v: gpu.storage(&format!("{label}.v"), kv_heads as u64 * max_seq as u64 * row_bytes)?,
             kv_heads,
             head_dim,
             max_seq,
+            sink_rows,
+            ring_rows,
         })
+    }
+
+    /// A cache of the same shape and key layout.
+    pub fn like(gpu: &Gpu, label: &str, other: &KvCache) -> Result<Self> {
+        let KvCache { kv_heads, head_dim, max_seq, sink_rows, ring_rows, .. } = *other;
+        Self::with_key_ring(gpu, label, kv_heads, head_dim, max_seq, sink_rows, ring_rows)
+    }
+
+    /// Whether `k` holds every position's key (dense attention needs it).
+    pub fn full_keys(&self) -> bool {
+        self.sink_rows + self.ring_rows == self.max_seq
+    }
+
+    /// Rows of `k` per KV head.
+    pub fn key_rows(&self) -> u32 {
+        self.sink_rows + self.ring_rows
     }
 }
 
@@ -53,7 +107,9 @@ struct Params {
     head_dim: u32,
     max_seq: u32,
     scale: f32,
-    _pad: u32,
+    sink_rows: u32,
+    ring_rows: u32,
+    _pad: [u32; 3],
 }
 
 /// Causal attention of q f32 `[rows][heads · head_dim]` against a
@@ -68,6 +124,8 @@ pub struct Attention {
     head_dim: u32,
     max_seq: u32,
     max_rows: u32,
+    sink_rows: u32,
+    ring_rows: u32,
 }
 
 impl Attention {
@@ -127,7 +185,15 @@ impl Attention {
             &[&params, &cache.k, &cache.v, q, out],
             [0; 3],
         )?;
-        let mut attention = Attention { append, attend, params, heads, kv_heads, head_dim, max_seq, max_rows };
+        let (sink_rows, ring_rows) = (cache.sink_rows, cache.ring_rows);
+        if !cache.full_keys() && max_rows > ring_rows {
+            return Err(Error::shape(
+                "attention",
+                format!("a step of {max_rows} rows would overwrite its own keys in a ring of {ring_rows}"),
+            ));
+        }
+        let mut attention =
+            Attention { append, attend, params, heads, kv_heads, head_dim, max_seq, max_rows, sink_rows, ring_rows };
         attention.set_step(gpu, max_rows, 0)?;
         Ok(attention)
     }
@@ -154,7 +220,9 @@ impl Attention {
             head_dim: self.head_dim,
             max_seq: self.max_seq,
             scale: 1.0 / (self.head_dim as f32).sqrt(),
-            _pad: 0,
+            sink_rows: self.sink_rows,
+            ring_rows: self.ring_rows,
+            _pad: [0; 3],
         };
         gpu.write(&self.params, 0, bytemuck::bytes_of(&p));
         let elements = rows * self.kv_heads * self.head_dim;
@@ -163,7 +231,13 @@ impl Attention {
         Ok(())
     }
 
-    /// The step's dispatches, in order.
+    /// Whether `attend` may run: dense attention reads every key, so it
+    /// needs a cache with full keys (not DeltaLLM's key ring).
+    pub fn can_attend(&self) -> bool {
+        self.sink_rows + self.ring_rows == self.max_seq
+    }
+
+    /// The step's dispatches, in order (dense attention: a full-key cache).
     pub fn dispatches(&self) -> [&Dispatch; 2] {
         [&self.append, &self.attend]
     }

@@ -223,12 +223,14 @@ impl Engine {
         report(&on_progress, "device", 0, 1);
         let gpu = open_gpu().await?;
         report(&on_progress, "device", 1, 1);
-        // DeltaLLM's caches are allocated at load, so generate() can switch it on.
+        // DeltaLLM's caches are allocated at load, so generate() can switch it
+        // on; Θ = 0 keeps the full K cache that dense attention reads.
         let architecture = model_files.weights.config.architecture;
-        let options = ModelOptions { delta: Some(DeltaOptions::for_architecture(architecture)), ..Default::default() };
+        let delta = DeltaOptions { threshold: 0.0, ..DeltaOptions::for_architecture(architecture) };
+        let options = ModelOptions { delta: Some(delta), ..Default::default() };
         let mut upload = |done: usize, total: usize| report(&on_progress, "upload", done, total);
         let mut engine = CoreEngine::new_async(gpu, model_files, options, &mut upload).await.map_err(error)?;
-        engine.model.use_dense_attention();
+        engine.model.use_dense_attention(&engine.gpu).map_err(error)?;
         Ok(Engine { inner: RefCell::new(Some(engine)) })
     }
 
@@ -308,7 +310,7 @@ async fn generate(engine: &mut CoreEngine, request: Request, on_token: Option<Fu
     };
     match &delta {
         Some(d) => engine.model.set_delta_options(&engine.gpu, d.clone()).map_err(error)?,
-        None => engine.model.use_dense_attention(),
+        None => engine.model.use_dense_attention(&engine.gpu).map_err(error)?,
     }
     options.delta_stats = delta.is_some();
 
