@@ -17,13 +17,21 @@
 //          reads KV head h / (heads / kv_heads) and keys 0..=pos0 + m:
 //            out[m][h] = sum_j softmax_j(q·k_j * scale) v_j,  scale = 1/sqrt(head_dim)
 //          out f32 [rows][heads][head_dim].
-//          Grid: one workgroup of 64 per (row, head), task = row * heads + h
-//          (folded into y). Keys are visited in blocks of 64, one key per
-//          invocation, with an online (flash-style) softmax: a running max and
-//          running sums rescaled by exp(old_max - new_max) at each block, so
-//          workgroup memory stays 1.5 KiB at any context length. Invocation
+//          Grid: one workgroup of 64 per (row, KV head, group of up to 4
+//          of its query heads), task = (row * kv_heads + g) * chunks + c with
+//          chunks = ceil((heads / kv_heads) / 4) (folded into y). The
+//          workgroup holds its query heads side by side in a vec4 per
+//          dimension, so every key and value it reads serves all of them
+//          (under GQA 4:1 K and V are read once instead of 4 times; a ratio
+//          that is not a multiple of 4, 3:1 or 1:1, leaves lanes of the vec4
+//          idle). Keys are visited in blocks of 64, one key per invocation,
+//          with an online (flash-style) softmax per query head: a running max
+//          and running sums rescaled by exp(old_max - new_max) at each block,
+//          so workgroup memory stays 6 KiB at any context length. Invocation
 //          lid accumulates output dims lid, lid + 64, ... (head_dim <= 256).
-//          Softmax in f32.
+//          Each vec4 component is its head's own f32 arithmetic, in an order
+//          fixed by the blocks, so decoding position i gives the same f32
+//          result as row i of a prefill.
 // Bindings (the cache at the same numbers in both entry points):
 //   append: 0 params, 1 k_cache (rw), 2 v_cache (rw), 3 k_new, 4 v_new
 //   attend: 0 params, 1 k_cache, 2 v_cache, 3 q, 4 out (rw)
@@ -79,42 +87,53 @@ fn append(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 const WG: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 256u;
 const DIMS_PER_LANE: u32 = MAX_HEAD_DIM / WG;
+// Query heads one workgroup serves: the components of a vec4.
+const GROUP: u32 = 4u;
 
-var<workgroup> query: array<f32, MAX_HEAD_DIM>;
-var<workgroup> scratch: array<f32, WG>;
-var<workgroup> probs: array<f32, WG>;
+// query[d][k] = scaled q[d] of the workgroup's k-th query head (0 past the last).
+var<workgroup> query: array<vec4<f32>, MAX_HEAD_DIM>;
+var<workgroup> scratch: array<vec4<f32>, WG>;
+var<workgroup> probs: array<vec4<f32>, WG>;
 
 @compute @workgroup_size(WG)
 fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
+    let group = params.heads / params.kv_heads;
+    let chunks = (group + GROUP - 1u) / GROUP;
     let task = wid.x + wid.y * nwg.x;
-    if (task >= params.rows * params.heads) {
+    if (task >= params.rows * params.kv_heads * chunks) {
         return;
     }
     let head_dim = params.head_dim;
-    let row = task / params.heads;
-    let head = task % params.heads;
-    let kv_head = head / (params.heads / params.kv_heads);
+    let chunk = task % chunks;
+    let kv_head = (task / chunks) % params.kv_heads;
+    let row = task / (chunks * params.kv_heads);
+    let head0 = kv_head * group + chunk * GROUP;
+    let served = min(GROUP, group - chunk * GROUP);
     let keys = params.pos0 + row + 1u;
-    let q_base = (row * params.heads + head) * head_dim;
+    let q_row = row * params.heads;
     let cache_base = kv_head * params.max_seq * head_dim;
 
     // The scale is folded into the query once instead of into every score.
     for (var d = lid; d < head_dim; d += WG) {
-        query[d] = q[q_base + d] * params.scale;
+        var v = vec4<f32>(0.0);
+        for (var k = 0u; k < served; k++) {
+            v[k] = q[(q_row + head0 + k) * head_dim + d] * params.scale;
+        }
+        query[d] = v;
     }
     workgroupBarrier();
 
-    var running_max = 0.0;
-    // This lane's share of the softmax denominator, relative to running_max.
-    var lane_sum = 0.0;
-    var acc: array<f32, DIMS_PER_LANE>;
+    var running_max = vec4<f32>(0.0);
+    // This lane's share of each head's softmax denominator, relative to running_max.
+    var lane_sum = vec4<f32>(0.0);
+    var acc: array<vec4<f32>, DIMS_PER_LANE>;
     for (var start = 0u; start < keys; start += WG) {
         let j = start + lid;
-        var score = -3.0e38;
+        var score = vec4<f32>(-3.0e38);
         if (j < keys) {
             let key_base = cache_base + j * head_dim;
-            var dot = 0.0;
+            var dot = vec4<f32>(0.0);
             for (var d = 0u; d < head_dim; d++) {
                 dot += query[d] * k_cache[key_base + d];
             }
@@ -132,8 +151,8 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         // first block has nothing earlier to rescale.
         let first = start == 0u;
         let new_max = select(max(running_max, scratch[0]), scratch[0], first);
-        let rescale = select(exp(running_max - new_max), 0.0, first);
-        let p = select(0.0, exp(score - new_max), j < keys);
+        let rescale = select(exp(running_max - new_max), vec4<f32>(0.0), first);
+        let p = select(vec4<f32>(0.0), exp(score - new_max), j < keys);
         running_max = new_max;
         lane_sum = lane_sum * rescale + p;
         probs[lid] = p;
@@ -166,7 +185,10 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     for (var c = 0u; c < DIMS_PER_LANE; c++) {
         let d = lid + c * WG;
         if (d < head_dim) {
-            out[q_base + d] = acc[c] * inv_total;
+            let o = acc[c] * inv_total;
+            for (var k = 0u; k < served; k++) {
+                out[(q_row + head0 + k) * head_dim + d] = o[k];
+            }
         }
     }
 }

@@ -13,6 +13,9 @@ use crate::gpu::{Dispatch, Gpu, GpuBuffer, KernelKey};
 const APPEND_WORKGROUP: u32 = 256;
 /// The attend kernel keeps each lane's share of the output in registers.
 pub const MAX_HEAD_DIM: u32 = 256;
+/// Query heads of one KV head that one attend workgroup serves together (a
+/// vec4 per dimension), so each key and value it reads serves them all.
+const QUERY_HEADS_PER_WORKGROUP: u32 = 4;
 
 /// One layer's keys and values, allocated once for `max_seq` positions.
 ///
@@ -227,7 +230,8 @@ impl Attention {
         gpu.write(&self.params, 0, bytemuck::bytes_of(&p));
         let elements = rows * self.kv_heads * self.head_dim;
         self.append.set_workgroups(gpu.grid(elements.div_ceil(APPEND_WORKGROUP)));
-        self.attend.set_workgroups(gpu.grid(rows * self.heads));
+        let chunks = (self.heads / self.kv_heads).div_ceil(QUERY_HEADS_PER_WORKGROUP);
+        self.attend.set_workgroups(gpu.grid(rows * self.kv_heads * chunks));
         Ok(())
     }
 

@@ -127,6 +127,25 @@ fn prefill_then_decode_equals_one_prefill() {
 }
 
 #[test]
+fn query_head_groups_that_do_not_fill_a_workgroup() {
+    // A workgroup serves up to 4 query heads of one KV head: groups of 9
+    // (4 + 4 + 1), 3 (SmolLM2's 9/3), 4, 6 (4 + 2) and 1, over lengths that
+    // end inside a block of 64 keys.
+    let cases = [(9, 1, 24, 67, 2), (9, 3, 64, 65, 1), (8, 2, 40, 63, 3), (12, 2, 8, 70, 1), (3, 3, 33, 129, 2)];
+    for (i, &(heads, kv_heads, head_dim, pos0, rows)) in cases.iter().enumerate() {
+        let len = pos0 + rows;
+        let seq = random_sequence(70 + i as u64, len, heads, kv_heads, head_dim);
+        let mut layer = Layer::new(heads, kv_heads, head_dim, pos0, len);
+        let what = format!("heads {heads}/{kv_heads} hd {head_dim}");
+        let got = layer.step(&seq[0], &seq[1], &seq[2], pos0, 0);
+        assert_close(&format!("{what} prefill of {pos0}"), &got, &expected(&seq, &layer, pos0, 0), TOLERANCE);
+        let got = layer.step(&seq[0], &seq[1], &seq[2], rows, pos0);
+        let want = expected(&seq, &layer, rows, pos0);
+        assert_close(&format!("{what} rows {rows} at {pos0}"), &got, &want, TOLERANCE);
+    }
+}
+
+#[test]
 fn long_context_crosses_many_key_blocks() {
     let (heads, kv_heads, head_dim, len, prompt) = (2, 1, 64, 600, 597);
     let seq = random_sequence(60, len, heads, kv_heads, head_dim);
