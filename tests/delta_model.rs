@@ -6,7 +6,7 @@
 
 mod support;
 use support::{TOKENS, gpu, smollm2, tiny};
-use support::{argmax, rel_l2};
+use support::{argmax, assert_decoding_creates_no_pipelines, rel_l2};
 
 use deltallm::cpu::model::{DeltaReference, forward_all_delta};
 use deltallm::loader::config::Architecture;
@@ -266,13 +266,7 @@ fn decode_steps_create_no_pipelines() {
     let weights = tiny(Architecture::BitNet, 3);
     let delta = DeltaOptions { threshold: 0.3, ..Default::default() };
     let mut model = Model::load(gpu(), &weights, options(delta, false)).unwrap();
-    model.forward(gpu(), &TOKENS[..5]).unwrap();
-    model.forward(gpu(), &[5]).unwrap();
-    let before = gpu().pipelines_created();
-    for t in 0..4 {
-        model.forward(gpu(), &[t]).unwrap();
-    }
-    assert_eq!(gpu().pipelines_created(), before);
+    assert_decoding_creates_no_pipelines(&mut model, 4);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod support;
 use support::{TOKENS, gpu, tiny};
-use support::{argmax, rel_l2};
+use support::{argmax, assert_decoding_creates_no_pipelines, rel_l2};
 
 use deltallm::loader::config::Architecture;
 use deltallm::model::{Model, ModelOptions};
@@ -61,13 +61,7 @@ fn prefill_then_decode_equals_one_prefill() {
 fn decode_steps_create_no_pipelines() {
     let weights = tiny(Architecture::BitNet, 3);
     let mut model = Model::load(gpu(), &weights, ModelOptions { max_context: 32, ..Default::default() }).unwrap();
-    model.forward(gpu(), &TOKENS[..5]).unwrap();
-    model.forward(gpu(), &[5]).unwrap();
-    let before = gpu().pipelines_created();
-    for t in 0..4 {
-        model.forward(gpu(), &[t]).unwrap();
-    }
-    assert_eq!(gpu().pipelines_created(), before);
+    assert_decoding_creates_no_pipelines(&mut model, 4);
 }
 
 #[test]

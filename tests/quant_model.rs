@@ -25,15 +25,7 @@ fn tiny_quantized(format: BlockFormat, seed: u64) -> ModelWeights {
     let config = synthetic::config(Architecture::Llama, 96, 224, 2, 6, 2, 300);
     let mut w = synthetic::random_weights(&config, seed);
     for l in &mut w.layers {
-        for m in [
-            &mut l.q_proj,
-            &mut l.k_proj,
-            &mut l.v_proj,
-            &mut l.o_proj,
-            &mut l.gate_proj,
-            &mut l.up_proj,
-            &mut l.down_proj,
-        ] {
+        for m in l.linears_mut() {
             to_blocks(m, format);
         }
     }

@@ -5,8 +5,8 @@
 
 #[allow(dead_code)]
 mod support;
-use support::rel_l2;
 use support::{TOKENS, gpu};
+use support::{assert_decoding_creates_no_pipelines, rel_l2};
 
 use deltallm::cpu::model::{forward_all_planned, forward_all_routed};
 use deltallm::loader::config::Architecture;
@@ -166,13 +166,7 @@ fn decode_steps_with_a_plan_create_no_pipelines() {
     let weights = tiny(Architecture::Llama, 5);
     let mut model = Model::load(gpu(), &weights, ModelOptions { max_context: 32, ..Default::default() }).unwrap();
     model.set_layer_plan(gpu(), plan(&[2, 0, 1, 2])).unwrap();
-    model.forward(gpu(), &TOKENS[..5]).unwrap();
-    model.forward(gpu(), &[5]).unwrap();
-    let before = gpu().pipelines_created();
-    for t in 0..3 {
-        model.forward(gpu(), &[t]).unwrap();
-    }
-    assert_eq!(gpu().pipelines_created(), before);
+    assert_decoding_creates_no_pipelines(&mut model, 3);
 }
 
 #[test]

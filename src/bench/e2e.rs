@@ -93,15 +93,7 @@ fn synthetic_weights(mut config: crate::loader::config::ModelConfig, layers: Opt
     let mut weights = synthetic::random_weights(&config, 1);
     to_bf16(&mut weights.embed_tokens);
     for layer in &mut weights.layers {
-        for m in [
-            &mut layer.q_proj,
-            &mut layer.k_proj,
-            &mut layer.v_proj,
-            &mut layer.o_proj,
-            &mut layer.gate_proj,
-            &mut layer.up_proj,
-            &mut layer.down_proj,
-        ] {
+        for m in layer.linears_mut() {
             to_bf16(m);
         }
     }

@@ -107,6 +107,21 @@ pub struct LayerWeights {
     pub ffn_sub_norm: Option<Vec<f32>>,     // [intermediate], BitNet only
 }
 
+impl LayerWeights {
+    /// The layer's seven linear matrices (q, k, v, o, gate, up, down).
+    pub fn linears_mut(&mut self) -> [&mut Matrix; 7] {
+        [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.o_proj,
+            &mut self.gate_proj,
+            &mut self.up_proj,
+            &mut self.down_proj,
+        ]
+    }
+}
+
 /// A whole model on the host.
 #[derive(Clone, Debug)]
 pub struct ModelWeights {
@@ -133,17 +148,7 @@ impl ModelWeights {
     /// itself, so GPU and CPU agree closely only on the dequantized path.)
     pub fn dequantized(&self) -> ModelWeights {
         let mut w = self.clone();
-        let matrices = w.layers.iter_mut().flat_map(|l| {
-            [
-                &mut l.q_proj,
-                &mut l.k_proj,
-                &mut l.v_proj,
-                &mut l.o_proj,
-                &mut l.gate_proj,
-                &mut l.up_proj,
-                &mut l.down_proj,
-            ]
-        });
+        let matrices = w.layers.iter_mut().flat_map(LayerWeights::linears_mut);
         for m in matrices.chain([&mut w.embed_tokens]).chain(w.lm_head.as_mut()) {
             if m.is_quantized() {
                 m.data = MatrixData::F32(m.to_f32());

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use deltallm::loader::config::Architecture;
-use deltallm::model::{ModelWeights, synthetic};
+use deltallm::model::{Model, ModelWeights, synthetic};
 use deltallm::{Gpu, GpuOptions};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -37,6 +37,19 @@ pub fn smollm2() -> Option<PathBuf> {
         eprintln!("skipping: {} not fetched (run models/fetch-smollm2.sh)", path.display());
         None
     }
+}
+
+/// After a prompt and one decode step, `steps` more decode steps create no
+/// pipelines: everything a step runs is built at load (or when the plan or
+/// DeltaLLM options are set).
+pub fn assert_decoding_creates_no_pipelines(model: &mut Model, steps: u32) {
+    model.forward(gpu(), &TOKENS[..5]).unwrap();
+    model.forward(gpu(), &[5]).unwrap();
+    let before = gpu().pipelines_created();
+    for t in 0..steps {
+        model.forward(gpu(), &[t]).unwrap();
+    }
+    assert_eq!(gpu().pipelines_created(), before);
 }
 
 /// Relative L2 error ‖a − b‖ / ‖b‖ (a non-finite value in `a` gives infinity).
