@@ -1,5 +1,5 @@
 // The chat page: load a model (Hugging Face hub, local files or a URL on this server), then chat with it on the
-// browser's WebGPU through the wasm build of the engine (pkg/deltallm_web.js, API in the repo's web/README).
+// browser's WebGPU through the wasm build of the engine (pkg/deltallm_web.js, API in the repo's web/API.md).
 //
 // Element ids and state that the browser tests (web/tests/) rely on; keep them stable:
 //   #status        one line saying what happens now, or what went wrong and what to do
@@ -29,7 +29,7 @@ const SAFETENSORS_REQUIRED = ['config.json', 'tokenizer.json'];
 const SAFETENSORS_OPTIONAL = ['tokenizer_config.json', 'generation_config.json'];
 const MODEL_FILE_RE = /\.(gguf|safetensors)$|^(config|tokenizer|tokenizer_config|generation_config)\.json$/;
 
-const $ = (id) => document.getElementById(id);
+import { $, setStatus, adapterLabel } from './common.js';
 const app = { engine: null, lastResult: null, info: null, streamed: [] };
 window.deltallm = app;
 
@@ -49,11 +49,6 @@ function setState(state) {
   $('file-input').disabled = busy;
 }
 
-function setStatus(text, kind = 'info') {
-  const status = $('status');
-  status.textContent = text;
-  status.className = kind;
-}
 
 function fail(text) {
   setStatus(text, 'error');
@@ -528,14 +523,6 @@ async function startEngine() {
   }
 }
 
-// Browsers hide the adapter's name from wgpu; GPUAdapterInfo still tells vendor and architecture.
-async function adapterLabel(name) {
-  if (name) return name;
-  const adapter = await navigator.gpu.requestAdapter();
-  const info = (adapter && adapter.info) || {};
-  return [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ') ||
-    'an unnamed adapter';
-}
 
 // Returns whether the URL named a model (its loading has then started).
 function loadFromUrlParameters() {

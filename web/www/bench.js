@@ -6,15 +6,11 @@
 // #bench-table (one row per kernel), #download; document.body.dataset.state = "idle" | "running" | "done" | "error";
 // window.deltallmBench = { json } (the parsed result). `?run=quick` (or `?run=full`) starts a run on open.
 
-const $ = (id) => document.getElementById(id);
+import { $, setStatus, adapterLabel } from './common.js';
 let wasm = null;
 let adapterName = ''; // the engine's adapter name, or what GPUAdapterInfo tells when the browser hides it
 window.deltallmBench = { json: null };
 
-function setStatus(text, kind = 'info') {
-  $('status').textContent = text;
-  $('status').className = kind;
-}
 
 function setState(state) {
   document.body.dataset.state = state;
@@ -77,14 +73,6 @@ function formatAny(value) {
   return typeof value === 'object' ? JSON.stringify(value) : String(value);
 }
 
-// Browsers hide the adapter's name from wgpu; GPUAdapterInfo still tells vendor and architecture.
-async function adapterLabel(name) {
-  if (name) return name;
-  const adapter = await navigator.gpu.requestAdapter();
-  const info = (adapter && adapter.info) || {};
-  return [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ') ||
-    'an unnamed adapter';
-}
 
 async function browserFacts() {
   const adapter = await navigator.gpu.requestAdapter();
