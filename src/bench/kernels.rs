@@ -160,6 +160,26 @@ async fn delta_sparsity(gpu: &Gpu, deltas: &DeltaCache, positions: u32) -> Resul
     Ok(if numel == 0 { 0.0 } else { 1.0 - nnz as f64 / numel as f64 })
 }
 
+/// Without a filter, a prefill attention case predicted to take longer than
+/// this per run is skipped (and listed in the report).
+pub const PREFILL_SKIP_MS: f64 = 15_000.0;
+
+/// Prefill attention grows with the square of the context: on a CPU adapter
+/// 2048 rows take tens of seconds per run. From the last timed case
+/// `(context, slowest median ms)`, why `ctx` would take longer than
+/// [`PREFILL_SKIP_MS`] per run, if it would. (Only without a filter: `--filter
+/// "prefill ctx N"` runs any case whatever it costs.)
+fn too_slow((before, ms): (u32, f64), ctx: u32) -> Option<String> {
+    let predicted = ms * (ctx as f64 / before as f64).powi(2);
+    (predicted > PREFILL_SKIP_MS).then(|| {
+        format!(
+            "prefill ctx {ctx}: ~{:.0} s per run predicted from ctx {before} on this adapter; \
+             run it with --filter \"prefill ctx {ctx}\"",
+            predicted / 1e3
+        )
+    })
+}
+
 /// Runs the selected cases and collects their rows.
 struct Suite<'a> {
     gpu: &'a Gpu,
@@ -167,6 +187,8 @@ struct Suite<'a> {
     options: &'a BenchOptions,
     shapes: Shapes,
     rows: Vec<KernelRow>,
+    /// Cases left out, and why.
+    skipped: Vec<String>,
     progress: &'a mut dyn FnMut(&str),
     /// Counting mode ([`count`]): record the selected names, run nothing.
     counted: Option<std::cell::RefCell<Vec<String>>>,
@@ -440,15 +462,29 @@ impl Suite<'_> {
     /// column. Window W = max(64, round(0.05 · ctx)), no sinks.
     async fn delta(&mut self) -> Result<()> {
         let s = self.shapes.clone();
+        // (context, slowest prefill median) of the last prefill case timed.
+        let mut last: Option<(u32, f64)> = None;
         for ctx in s.prefill_contexts.clone() {
             let names = [
                 format!("delta build prefill ctx {ctx}"),
                 format!("attention prefill ctx {ctx}"),
                 format!("attention hybrid prefill ctx {ctx}"),
             ];
-            if names.iter().any(|n| self.wants(n)) {
-                self.delta_case(&s, ctx, true, &names).await?;
+            if !names.iter().any(|n| self.wants(n)) {
+                continue;
             }
+            let predicted = last.filter(|_| self.options.filter.is_none()).and_then(|l| too_slow(l, ctx));
+            if let Some(why) = predicted {
+                for _ in &names {
+                    (self.progress)(&format!("skipped {why}"));
+                }
+                self.skipped.push(why);
+                continue;
+            }
+            self.delta_case(&s, ctx, true, &names).await?;
+            let slowest =
+                self.rows.iter().filter(|r| names[1..].contains(&r.name)).map(|r| r.median_ms).reduce(f64::max);
+            last = slowest.map(|ms| (ctx, ms));
         }
         for ctx in s.contexts.clone() {
             let names = [
@@ -597,17 +633,25 @@ impl Suite<'_> {
     }
 }
 
-/// Run every selected kernel case.
+/// What the kernel suite measured, and the cases it left out (with why).
+pub struct SuiteResults {
+    pub rows: Vec<KernelRow>,
+    pub skipped: Vec<String>,
+}
+
+/// Run every selected kernel case. `progress` gets one line per row counted
+/// by [`count`], timed or skipped.
 pub async fn run(
     gpu: &Gpu,
     timer: &Timer,
     options: &BenchOptions,
     progress: &mut dyn FnMut(&str),
-) -> Result<Vec<KernelRow>> {
+) -> Result<SuiteResults> {
     let shapes = Shapes::for_options(options);
-    let mut suite = Suite { gpu, timer, options, shapes, rows: Vec::new(), progress, counted: None };
+    let mut suite =
+        Suite { gpu, timer, options, shapes, rows: Vec::new(), skipped: Vec::new(), progress, counted: None };
     suite.run_all().await?;
-    Ok(suite.rows)
+    Ok(SuiteResults { rows: suite.rows, skipped: suite.skipped })
 }
 
 /// How many rows [`run`] would time for `options` (for progress bars):
@@ -617,7 +661,16 @@ pub async fn count(gpu: &Gpu, options: &BenchOptions) -> Result<usize> {
     let mut progress = |_: &str| {};
     let counted = Some(std::cell::RefCell::new(Vec::new()));
     let shapes = Shapes::for_options(options);
-    let mut suite = Suite { gpu, timer: &timer, options, shapes, rows: Vec::new(), progress: &mut progress, counted };
+    let mut suite = Suite {
+        gpu,
+        timer: &timer,
+        options,
+        shapes,
+        rows: Vec::new(),
+        skipped: Vec::new(),
+        progress: &mut progress,
+        counted,
+    };
     suite.run_all().await?;
     let mut names = suite.counted.map(|c| c.into_inner()).unwrap_or_default();
     names.sort();
@@ -638,5 +691,20 @@ impl Suite<'_> {
         self.delta().await?;
         self.argmax().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefill_cases_are_skipped_only_when_predicted_too_slow() {
+        // 5.5 s at 1024 predicts 22 s at 2048: skipped, with the command that forces it.
+        let why = too_slow((1024, 5_500.0), 2048).expect("skipped");
+        assert!(why.contains("~22 s") && why.contains("--filter \"prefill ctx 2048\""), "{why}");
+        // 1.2 s at 512 predicts 4.8 s at 1024: kept; a real GPU's milliseconds are kept too.
+        assert_eq!(too_slow((512, 1_200.0), 1024), None);
+        assert_eq!(too_slow((1024, 3.0), 2048), None);
     }
 }

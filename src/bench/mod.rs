@@ -184,6 +184,8 @@ pub struct Report {
     pub timing: Option<TimingMethod>,
     pub kernels: Vec<KernelRow>,
     pub e2e: Vec<E2eRow>,
+    /// Cases the run left out, each with why and how to run it.
+    pub skipped: Vec<String>,
 }
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -202,6 +204,7 @@ impl Report {
             timing: Some(timing),
             kernels: Vec::new(),
             e2e: Vec::new(),
+            skipped: Vec::new(),
         }
     }
 
@@ -238,6 +241,9 @@ impl Report {
                     pct
                 );
             }
+        }
+        for why in &self.skipped {
+            let _ = writeln!(s, "skipped: {why}");
         }
         if !self.e2e.is_empty() {
             let _ = writeln!(
@@ -295,7 +301,9 @@ pub async fn run_async(
 ) -> crate::Result<Report> {
     let timer = Timer::new(gpu, options.wall_clock);
     let mut report = Report::new(gpu, options, timer.method());
-    report.kernels = kernels::run(gpu, &timer, options, progress).await?;
+    let suite = kernels::run(gpu, &timer, options, progress).await?;
+    report.kernels = suite.rows;
+    report.skipped = suite.skipped;
     relate_to_copy(&mut report.kernels);
     if let Some(e2e_options) = e2e {
         report.e2e = e2e::run(gpu, options, e2e_options, progress).await?;

@@ -64,6 +64,11 @@ pub struct Repetitions {
     pub budget_ms: f64,
 }
 
+/// Timed runs of a case whose first warm-up alone took longer than the
+/// budget (a prefill over thousands of keys on a CPU adapter takes tens of
+/// seconds): enough for a median, and the suite stays minutes long.
+pub const SLOW_CASE_RUNS: usize = 3;
+
 /// Queries per resolve; runs beyond this are timed in several batches.
 const QUERY_CAPACITY: u32 = 256;
 
@@ -166,10 +171,16 @@ impl Timer {
 
     /// `reps.warmup` untimed runs, then runs until `reps.min` are done and
     /// either `reps.max` are done or `reps.budget_ms` of wall time is spent.
+    /// A case whose first warm-up alone overruns the budget gets no further
+    /// warm-up and at most [`SLOW_CASE_RUNS`] timed runs.
     pub async fn time(&self, gpu: &Gpu, label: &str, dispatches: &[&Dispatch], reps: Repetitions) -> Result<Samples> {
-        let (min_reps, budget_ms) = (reps.min, reps.budget_ms);
+        let (mut min_reps, budget_ms) = (reps.min, reps.budget_ms);
         for _ in 0..reps.warmup {
-            self.run_once(gpu, label, dispatches, None).await?;
+            let warmup_ms = self.run_once(gpu, label, dispatches, None).await?;
+            if warmup_ms > budget_ms {
+                min_reps = min_reps.min(SLOW_CASE_RUNS);
+                break;
+            }
         }
         let mut wall_ms = Vec::new();
         let mut gpu_ms = Vec::new();
