@@ -349,7 +349,8 @@ impl Engine {
         let needed = prompt.len() + options.max_tokens.saturating_sub(1);
         if needed > self.model.max_context as usize {
             return Err(Error::Invalid(format!(
-                "the prompt ({} tokens) plus --max-tokens {} needs {needed} positions but the context holds {}",
+                "the prompt ({} tokens) plus {} new tokens needs {needed} positions but the context holds {}; \
+                 shorten the prompt or ask for fewer tokens (--max-tokens; maxTokens on the web page)",
                 prompt.len(),
                 options.max_tokens,
                 self.model.max_context

@@ -725,7 +725,8 @@ impl Model {
         let end = self.position as u64 + tokens.len() as u64;
         if end > self.max_context as u64 {
             return Err(Error::Invalid(format!(
-                "the sequence would be {end} tokens but the context holds {}; shorten the prompt or --max-tokens, or raise --context",
+                "the sequence would be {end} tokens but the context holds {}; shorten the prompt, ask for fewer \
+                 tokens, or load the model with a longer context (--context)",
                 self.max_context
             )));
         }
