@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build (unless --no-build) and serve the page on http://127.0.0.1:PORT/
 # (default 8080): web/www at /, and read-only the test fixtures at
-# /fixtures/ and the downloaded models at /models/.
+# /fixtures/ and the downloaded models at /models/, and a stand-in Hugging
+# Face hub at /hub/ (index.html?hub=http://127.0.0.1:PORT/hub; see serve.py).
 #   bash web/serve.sh [--no-build] [PORT]
 set -euo pipefail
 cd "$(dirname "$0")/.."

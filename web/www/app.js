@@ -18,12 +18,15 @@
 //   ?gguf=<url>                          one .gguf file
 //   ?model=<url prefix>&files=a,b,c      these files under the prefix (files defaults to the safetensors set)
 //   ?repo=<owner/name>[&file=<name>]     from the Hugging Face hub
+//   ?hub=<url>                           another hub in place of https://huggingface.co, for tests and mirrors only:
+//                                        files come from <url>/<owner/name>/resolve/main/<file> (web/serve.py plays
+//                                        one at /hub/; it combines with ?repo= and with the form)
 
 // The wasm module is imported in startEngine(), so a missing build or a browser without WebGPU still gets a message.
 let wasm = null; // { default: init, webgpuInfo, Engine }
 
 const CACHE_NAME = 'deltallm-models';
-const HUB = 'https://huggingface.co';
+const HUB = hubBase(new URLSearchParams(location.search).get('hub'));
 // The files of a safetensors model; the weights come as model.safetensors or as the shards of an index.
 const SAFETENSORS_REQUIRED = ['config.json', 'tokenizer.json'];
 const SAFETENSORS_OPTIONAL = ['tokenizer_config.json', 'generation_config.json'];
@@ -216,6 +219,11 @@ async function fetchModelFiles(prefix, names) {
     files.push(await get('model.safetensors', false));
   }
   return files;
+}
+
+// ?hub= may be relative to the page (e.g. "/hub"); without it, the real hub.
+function hubBase(override) {
+  return override ? new URL(override, location.href).href.replace(/\/+$/, '') : 'https://huggingface.co';
 }
 
 function hubPrefix(repo) {
