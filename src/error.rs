@@ -65,6 +65,9 @@ pub enum Error {
     },
 }
 
+/// The context of a GPU error reported outside any call that could name itself.
+pub const UNKNOWN_GPU_CONTEXT: &str = "a GPU command";
+
 impl Error {
     /// The loader error inside, if this is one (unwrapping the file name).
     pub fn as_load(&self) -> Option<&crate::loader::LoadError> {
@@ -75,11 +78,17 @@ impl Error {
     }
 
     /// The same error with `context` naming what was being done, for the
-    /// GPU errors reported after the fact (they only know "a GPU command").
+    /// GPU errors reported after the fact: an uncaptured one only knows
+    /// [`UNKNOWN_GPU_CONTEXT`] and gets `context` instead; one that knows its
+    /// call (e.g. "creating buffer 'layers.1.v_proj'") keeps it after `context`.
     pub fn in_context(self, context: &str) -> Self {
+        let join = |old: String| match old.as_str() {
+            UNKNOWN_GPU_CONTEXT => context.to_string(),
+            _ => format!("{context}, {old}"),
+        };
         match self {
-            Error::OutOfMemory { message, .. } => Error::OutOfMemory { context: context.to_string(), message },
-            Error::Validation { message, .. } => Error::Validation { context: context.to_string(), message },
+            Error::OutOfMemory { context: old, message } => Error::OutOfMemory { context: join(old), message },
+            Error::Validation { context: old, message } => Error::Validation { context: join(old), message },
             other => other,
         }
     }

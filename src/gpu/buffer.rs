@@ -29,14 +29,15 @@ fn align4(n: u64) -> u64 {
 impl Gpu {
     fn check_size(&self, label: &str, size: u64, uniform: bool) -> Result<()> {
         let hint = if self.portable {
-            " (portable mode uses the WebGPU baseline limits; split the data or run without --portable)"
+            "; portable mode (--portable) holds the device to the WebGPU baseline limits: run without it, or use \
+             a smaller model or context"
         } else {
-            " (split the data into several buffers)"
+            "; use a smaller model or context, or an adapter with larger limits"
         };
         let (limit, what) = if uniform {
-            (self.limits.max_uniform_buffer_binding_size as u64, "uniform binding")
+            (self.limits.max_uniform_buffer_binding_size as u64, "uniform binding (maxUniformBufferBindingSize)")
         } else {
-            (self.limits.max_storage_buffer_binding_size as u64, "storage binding")
+            (self.limits.max_storage_buffer_binding_size as u64, "storage binding (maxStorageBufferBindingSize)")
         };
         if size > limit {
             return Err(Error::BufferTooLarge { label: label.to_string(), size, limit, what, hint });
@@ -46,7 +47,7 @@ impl Gpu {
                 label: label.to_string(),
                 size,
                 limit: self.limits.max_buffer_size,
-                what: "buffer",
+                what: "buffer (maxBufferSize)",
                 hint,
             });
         }
@@ -64,9 +65,8 @@ impl Gpu {
             usage,
             mapped_at_creation: false,
         });
-        if let Some(e) = pollster_free_pop(scope) {
-            return Err(super::convert_wgpu_error(&format!("creating buffer '{label}'"), e));
-        }
+        let context = format!("creating buffer '{label}'");
+        self.close_scope(scope, move |e| super::convert_wgpu_error(&context, e))?;
         Ok(GpuBuffer { buffer: Arc::new(buffer), size, label: label.to_string() })
     }
 
@@ -176,11 +176,4 @@ impl Readback {
         self.staging.unmap();
         Ok(bytes)
     }
-}
-
-/// Pop an error scope without blocking the caller on wasm: on native the
-/// future is ready at once after wgpu-core validated the call.
-pub(crate) fn pollster_free_pop(scope: wgpu::ErrorScopeGuard) -> Option<wgpu::Error> {
-    use futures::FutureExt;
-    scope.pop().now_or_never().flatten()
 }

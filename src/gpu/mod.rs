@@ -112,6 +112,8 @@ pub struct AdapterSummary {
 struct ErrorSink {
     first: Option<Error>,
     device_lost: Option<String>,
+    /// Error scopes closed whose answer has not come yet (browsers only).
+    unanswered_scopes: usize,
 }
 
 /// An open GPU device and everything the engine keeps per device.
@@ -248,7 +250,7 @@ impl Gpu {
                 let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
                 log::error!("uncaptured GPU error: {e}");
                 if sink.first.is_none() {
-                    sink.first = Some(convert_wgpu_error("a GPU command", e));
+                    sink.first = Some(convert_wgpu_error(crate::error::UNKNOWN_GPU_CONTEXT, e));
                 }
             }));
             let sink = errors.clone();
@@ -289,8 +291,60 @@ impl Gpu {
     /// error events arrive and the page can paint progress.
     pub async fn settle(&self, context: &str) -> Result<()> {
         #[cfg(target_arch = "wasm32")]
-        self.wait_async().await.map_err(|e| e.in_context(context))?;
+        {
+            // The browser answers error scopes in order with the queue, but
+            // the answers reach us as separate tasks: wait (a few round trips
+            // at most) until every scope closed so far has answered, so an
+            // out-of-memory is blamed on the step that caused it.
+            for _ in 0..16 {
+                self.wait_async().await.map_err(|e| e.in_context(context))?;
+                if self.errors.lock().unwrap_or_else(|p| p.into_inner()).unanswered_scopes == 0 {
+                    break;
+                }
+            }
+        }
         self.take_error().map_err(|e| e.in_context(context))
+    }
+
+    /// Close an error scope opened around one call, turning what it caught
+    /// into an error with `describe`. Natively wgpu-core has validated the
+    /// call already, so the answer is ready and comes back here. A browser
+    /// answers later (its promise resolves on the event loop): the error is
+    /// then recorded like an uncaptured one, and the next [`Gpu::settle`] or
+    /// read-back reports it, so an out-of-memory while loading still names
+    /// its buffer and layer instead of surfacing as a stray validation error.
+    pub(crate) fn close_scope(
+        &self,
+        scope: wgpu::ErrorScopeGuard,
+        describe: impl FnOnce(wgpu::Error) -> Error + 'static,
+    ) -> Result<()> {
+        // Popped now, whatever happens to the answer: scopes nest.
+        let answer = scope.pop();
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            use futures::FutureExt;
+            match answer.now_or_never().flatten() {
+                Some(e) => Err(describe(e)),
+                None => Ok(()),
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let errors = self.errors.clone();
+            errors.lock().unwrap_or_else(|p| p.into_inner()).unanswered_scopes += 1;
+            wasm_bindgen_futures::spawn_local(async move {
+                let error = answer.await;
+                let mut sink = errors.lock().unwrap_or_else(|p| p.into_inner());
+                sink.unanswered_scopes -= 1;
+                if let Some(e) = error {
+                    log::error!("GPU error: {e}");
+                    if sink.first.is_none() {
+                        sink.first = Some(describe(e));
+                    }
+                }
+            });
+            Ok(())
+        }
     }
 
     /// Largest byte size a single storage binding may have on this device.

@@ -110,13 +110,8 @@ impl Gpu {
             },
             cache: None,
         });
-        if let Some(e) = super::buffer::pollster_free_pop(scope) {
-            return Err(Error::Shader {
-                name: format!("{}::{} {:?}", key.shader, key.entry, key.defines),
-                stage: "compile",
-                message: e.to_string(),
-            });
-        }
+        let name = format!("{}::{} {:?}", key.shader, key.entry, key.defines);
+        self.close_scope(scope, move |e| Error::Shader { name, stage: "compile", message: e.to_string() })?;
         let pipeline = Arc::new(pipeline);
         self.pipelines.created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.pipelines.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), pipeline.clone());
@@ -168,9 +163,8 @@ impl Gpu {
             layout: &layout,
             entries: &entries,
         });
-        if let Some(e) = super::buffer::pollster_free_pop(scope) {
-            return Err(super::convert_wgpu_error(&format!("binding buffers for '{label}'"), e));
-        }
+        let context = format!("binding buffers for '{label}'");
+        self.close_scope(scope, move |e| super::convert_wgpu_error(&context, e))?;
         Ok(Dispatch { label: label.to_string(), pipeline, bind_group, workgroups })
     }
 

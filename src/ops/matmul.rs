@@ -169,7 +169,7 @@ impl DenseWeight {
                     label: format!("{label} (one row)"),
                     size: format.row_words(cols) as u64 * 4,
                     limit: gpu.max_binding_bytes(),
-                    what: "storage binding",
+                    what: "storage binding (maxStorageBufferBindingSize)",
                     hint: " (a single weight row must fit one binding)",
                 });
             }

@@ -88,7 +88,7 @@ impl QuantWeight {
                     label: format!("{label} (one row)"),
                     size: row_bytes,
                     limit: gpu.max_binding_bytes(),
-                    what: "storage binding",
+                    what: "storage binding (maxStorageBufferBindingSize)",
                     hint: " (a single weight row must fit one binding)",
                 });
             }

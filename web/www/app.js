@@ -65,13 +65,11 @@ function explainEngineError(error) {
     return noWebGpuMessage(message);
   }
   if (/out of (gpu )?memory|outofmemory|allocation failed|maximum memory size/i.test(message)) {
-    return `Out of memory: ${message}. Try a smaller (or more quantized) model, close other tabs, or use a GPU ` +
-      'with more memory.';
+    return `Out of memory: ${message}. Closing other tabs frees GPU memory too.`;
   }
   // The engine checks each buffer against the device's limits before making it ("... allows at most N bytes").
   if (/allows at most|lacks the feature|max[A-Za-z]*Size/i.test(message)) {
-    return `This GPU's WebGPU limits are too small for the model: ${message}. Try a smaller model or another ` +
-      'browser/GPU.';
+    return `This GPU's WebGPU limits are too small for the model: ${message}.`;
   }
   if (/device was lost/i.test(message)) {
     return `${message.replace(/restart the program/, 'reload the page')}. The browser may have reset the GPU ` +
