@@ -169,6 +169,14 @@ impl StreamedWeights {
         Ok(StreamedWeights { config, rope_inv_freq, formats, format: Streamed::Safetensors { headers, shards } })
     }
 
+    /// The parsed header of a streamed GGUF (its metadata holds the tokenizer).
+    pub fn gguf_header(&self) -> Option<&Gguf> {
+        match &self.format {
+            Streamed::Gguf { header, .. } => Some(header),
+            Streamed::Safetensors { .. } => None,
+        }
+    }
+
     /// The bytes of the largest part a load reads at once (a layer, the
     /// embedding or the output head): what a streamed load holds at most,
     /// besides the decoded copy.
