@@ -314,9 +314,10 @@ impl Gguf {
     /// up to `max_header` bytes ([`MAX_STREAMED_HEADER`] is a good limit).
     pub async fn read_header(name: &str, source: &dyn ByteSource, max_header: u64) -> Result<Self> {
         let file_len = source.len();
-        // Most headers are under a few MiB (the vocabulary dominates).
+        // Start small (tiny files stay unread past their header) and double:
+        // real headers are a few MiB, mostly the vocabulary.
         let mut prefix = Vec::new();
-        let mut want = file_len.min(1 << 20).min(max_header);
+        let mut want = file_len.min(64 << 10).min(max_header);
         loop {
             let what = "the GGUF header";
             let more = read_exact(source, name, what, prefix.len() as u64, want - prefix.len() as u64).await?;

@@ -33,6 +33,16 @@ pub trait ByteSource {
     fn read(&self, offset: u64, len: u64) -> LocalFuture<'_, Result<Vec<u8>>>;
 }
 
+impl<S: ByteSource + ?Sized> ByteSource for Box<S> {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+
+    fn read(&self, offset: u64, len: u64) -> LocalFuture<'_, Result<Vec<u8>>> {
+        (**self).read(offset, len)
+    }
+}
+
 /// Bytes already in memory (small files, tests, the browser's `{bytes}` files).
 impl ByteSource for Vec<u8> {
     fn len(&self) -> u64 {
