@@ -6,10 +6,12 @@ use crate::chat::{ChatTemplate, Message};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::loader::config::ModelConfig;
-use crate::loader::gguf::Gguf;
+use crate::loader::gguf::{Gguf, MAX_STREAMED_HEADER};
 use crate::loader::safetensors::SafeTensors;
+use crate::loader::stream::{ByteSource, read_all};
 use crate::model::{
-    DeltaOptions, DeltaReport, LayerPlan, Model, ModelOptions, ModelWeights, PlanSource, RoutingReport,
+    DeltaOptions, DeltaReport, LayerPlan, Model, ModelOptions, ModelWeights, PlanSource, RoutingReport, StreamedFile,
+    StreamedWeights, WeightSource,
 };
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tokenizer::{GgufVocab, Tokenizer};
@@ -56,74 +58,24 @@ impl ModelFiles {
     /// component; other files are ignored. The bytes move into the parsers
     /// and are freed once the weights are decoded.
     pub fn from_bytes(files: Vec<(String, Vec<u8>)>) -> Result<Self> {
-        let base = |name: &str| name.rsplit(['/', '\\']).next().unwrap_or(name).to_string();
-        let mut ggufs = Vec::new();
-        let mut shards = Vec::new();
-        let (mut config, mut generation, mut tokenizer, mut tokenizer_config) = (None, None, None, None);
-        let text = |name: &str, bytes: Vec<u8>| {
-            String::from_utf8(bytes).map_err(|_| Error::Invalid(format!("{name} is not UTF-8 text")))
-        };
-        for (name, bytes) in files {
-            let file = base(&name);
-            let lower = file.to_lowercase();
-            if lower.ends_with(".gguf") {
-                ggufs.push((file, bytes));
-            } else if lower.ends_with(".safetensors") {
-                shards.push((file, bytes));
-            } else if file == "config.json" {
-                config = Some(text(&file, bytes)?);
-            } else if file == "generation_config.json" {
-                generation = Some(text(&file, bytes)?);
-            } else if file == "tokenizer.json" {
-                tokenizer = Some((file, bytes));
-            } else if file == "tokenizer_config.json" {
-                tokenizer_config = Some((file.clone(), text(&file, bytes)?));
+        match FileSet::sort(files)? {
+            FileSet::Gguf(name, bytes) => Self::from_gguf(&Gguf::from_named_bytes(&name, bytes)?),
+            FileSet::Hf { config, generation, shards, tokenizer, tokenizer_config } => {
+                let config = hf_config(&config, generation.as_deref())?;
+                let tensors = SafeTensors::from_bytes(shards)?;
+                let weights = ModelWeights::from_safetensors(config, &tensors)?;
+                drop(tensors);
+                let (tokenizer, chat_template) =
+                    hf_tokenizer(&weights.config, tokenizer, tokenizer_config, "the model files")?;
+                Ok(ModelFiles { weights, tokenizer, chat_template })
             }
         }
-        if !ggufs.is_empty() {
-            if ggufs.len() > 1 || !shards.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "give one model: {} .gguf and {} .safetensors files were given",
-                    ggufs.len(),
-                    shards.len()
-                )));
-            }
-            let (name, bytes) = ggufs.remove(0);
-            return Self::from_gguf(&Gguf::from_named_bytes(&name, bytes)?);
-        }
-        let Some(config) = config else {
-            return Err(Error::Invalid(
-                "no model among the files: give one .gguf, or config.json with the *.safetensors files".into(),
-            ));
-        };
-        if shards.is_empty() {
-            return Err(Error::Invalid("config.json was given but no *.safetensors file".into()));
-        }
-        let mut model_config = ModelConfig::from_hf_json(&config).map_err(|e| match e {
-            Error::Load(inner) => Error::Load(inner.in_file("config.json")),
-            other => other,
-        })?;
-        if let Some(json) = generation {
-            model_config.add_generation_config(&json)?;
-        }
-        let tensors = SafeTensors::from_bytes(shards)?;
-        let weights = ModelWeights::from_safetensors(model_config, &tensors)?;
-        drop(tensors);
-        Self::from_hf_parts(weights, tokenizer, tokenizer_config, "the model files")
     }
 
     /// A GGUF's weights, tokenizer and chat template.
     fn from_gguf(gguf: &Gguf) -> Result<Self> {
         let weights = ModelWeights::from_gguf(gguf)?;
-        let tokenizer = tokenizer_from_gguf(gguf)?;
-        let chat_template = match (gguf.opt_str("tokenizer.chat_template")?, &tokenizer) {
-            (Some(source), Some(tok)) => {
-                let name = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
-                let eos = tok.stop_ids().first().copied();
-                Some(ChatTemplate::from_gguf(source, &name(tok.bos_id()), &name(eos))?)
-            }
-            _ => None,
-        };
+        let (tokenizer, chat_template) = gguf_tokenizer(gguf)?;
         Ok(ModelFiles { weights, tokenizer, chat_template })
     }
 
@@ -135,32 +87,188 @@ impl ModelFiles {
         tokenizer_config: Option<(String, String)>,
         source: &str,
     ) -> Result<Self> {
-        let tokenizer = match tokenizer_json {
-            Some((name, bytes)) => Some(
-                Tokenizer::from_bytes(&bytes)
-                    .map_err(|e| match e {
-                        Error::Tokenizer(message) => Error::Tokenizer(format!("{name}: {message}")),
-                        other => other,
-                    })?
-                    .with_special_ids(weights.config.bos_token_id, weights.config.stop_token_ids.clone()),
-            ),
-            None => {
-                log::warn!("{source}: no tokenizer.json; only --tokens input will work");
-                None
-            }
-        };
-        let chat_template = match tokenizer_config {
-            Some((name, json)) => match ChatTemplate::from_tokenizer_config(&json) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    log::warn!("{name}: {e}; using a built-in chat template");
-                    None
-                }
-            },
-            None => None,
-        };
+        let (tokenizer, chat_template) = hf_tokenizer(&weights.config, tokenizer_json, tokenizer_config, source)?;
         Ok(ModelFiles { weights, tokenizer, chat_template })
     }
+}
+
+/// A model's files opened for streaming: headers, config, tokenizer and
+/// chat template read; the weights are read one part at a time while
+/// [`Engine::new_streamed_async`] uploads them, so no weight file is ever
+/// whole in memory.
+pub struct StreamedFiles {
+    pub weights: StreamedWeights,
+    pub tokenizer: Option<Tokenizer>,
+    pub chat_template: Option<ChatTemplate>,
+}
+
+impl StreamedFiles {
+    /// Open `files` (named as in [`ModelFiles::from_bytes`]: one `.gguf`, or
+    /// `config.json` + `*.safetensors` + tokenizer files). Small files are
+    /// read whole; of the weight files only the headers are read here.
+    pub async fn open(files: Vec<StreamedFile>) -> Result<Self> {
+        let files = files.into_iter().map(|f| (f.name, f.source)).collect();
+        match FileSet::sort(files)? {
+            FileSet::Gguf(name, source) => {
+                let weights = StreamedWeights::gguf(StreamedFile { name, source }, MAX_STREAMED_HEADER).await?;
+                let header = weights.gguf_header().expect("a GGUF source has a GGUF header");
+                let (tokenizer, chat_template) = gguf_tokenizer(header)?;
+                Ok(StreamedFiles { weights, tokenizer, chat_template })
+            }
+            FileSet::Hf { config, generation, shards, tokenizer, tokenizer_config } => {
+                let whole = |name: &'static str, source: Box<dyn ByteSource>| async move {
+                    read_all(source.as_ref(), name).await
+                };
+                let config = whole("config.json", config).await?;
+                let generation = match generation {
+                    Some(source) => Some(whole("generation_config.json", source).await?),
+                    None => None,
+                };
+                let config = hf_config(&config, generation.as_deref())?;
+                let shards = shards.into_iter().map(|(name, source)| StreamedFile { name, source }).collect();
+                let weights = StreamedWeights::safetensors(config, shards).await?;
+                let tokenizer = match tokenizer {
+                    Some((name, source)) => Some((name.clone(), read_all(source.as_ref(), &name).await?)),
+                    None => None,
+                };
+                let tokenizer_config = match tokenizer_config {
+                    Some((name, source)) => Some((name.clone(), read_all(source.as_ref(), &name).await?)),
+                    None => None,
+                };
+                let (tokenizer, chat_template) =
+                    hf_tokenizer(weights.config(), tokenizer, tokenizer_config, "the model files")?;
+                Ok(StreamedFiles { weights, tokenizer, chat_template })
+            }
+        }
+    }
+}
+
+/// A set of model files sorted by their names' last path component.
+enum FileSet<T> {
+    Gguf(String, T),
+    Hf {
+        config: T,
+        generation: Option<T>,
+        shards: Vec<(String, T)>,
+        tokenizer: Option<(String, T)>,
+        tokenizer_config: Option<(String, T)>,
+    },
+}
+
+impl<T> FileSet<T> {
+    /// One `.gguf`, or `config.json` with `*.safetensors`; other files are ignored.
+    fn sort(files: Vec<(String, T)>) -> Result<Self> {
+        let base = |name: &str| name.rsplit(['/', '\\']).next().unwrap_or(name).to_string();
+        let mut ggufs = Vec::new();
+        let mut shards = Vec::new();
+        let (mut config, mut generation, mut tokenizer, mut tokenizer_config) = (None, None, None, None);
+        for (name, data) in files {
+            let file = base(&name);
+            let lower = file.to_lowercase();
+            if lower.ends_with(".gguf") {
+                ggufs.push((file, data));
+            } else if lower.ends_with(".safetensors") {
+                shards.push((file, data));
+            } else if file == "config.json" {
+                config = Some(data);
+            } else if file == "generation_config.json" {
+                generation = Some(data);
+            } else if file == "tokenizer.json" {
+                tokenizer = Some((file, data));
+            } else if file == "tokenizer_config.json" {
+                tokenizer_config = Some((file, data));
+            }
+        }
+        if !ggufs.is_empty() {
+            if ggufs.len() > 1 || !shards.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "give one model: {} .gguf and {} .safetensors files were given",
+                    ggufs.len(),
+                    shards.len()
+                )));
+            }
+            let (name, data) = ggufs.remove(0);
+            return Ok(FileSet::Gguf(name, data));
+        }
+        let Some(config) = config else {
+            return Err(Error::Invalid(
+                "no model among the files: give one .gguf, or config.json with the *.safetensors files".into(),
+            ));
+        };
+        if shards.is_empty() {
+            return Err(Error::Invalid("config.json was given but no *.safetensors file".into()));
+        }
+        Ok(FileSet::Hf { config, generation, shards, tokenizer, tokenizer_config })
+    }
+}
+
+fn utf8(name: &str, bytes: Vec<u8>) -> Result<String> {
+    String::from_utf8(bytes).map_err(|_| Error::Invalid(format!("{name} is not UTF-8 text")))
+}
+
+/// `config.json` (+ `generation_config.json`) as a [`ModelConfig`].
+fn hf_config(config: &[u8], generation: Option<&[u8]>) -> Result<ModelConfig> {
+    let config = utf8("config.json", config.to_vec())?;
+    let mut model_config = ModelConfig::from_hf_json(&config).map_err(|e| match e {
+        Error::Load(inner) => Error::Load(inner.in_file("config.json")),
+        other => other,
+    })?;
+    if let Some(json) = generation {
+        model_config.add_generation_config(&utf8("generation_config.json", json.to_vec())?)?;
+    }
+    Ok(model_config)
+}
+
+/// The tokenizer and chat template from a GGUF's metadata.
+fn gguf_tokenizer(gguf: &Gguf) -> Result<(Option<Tokenizer>, Option<ChatTemplate>)> {
+    let tokenizer = tokenizer_from_gguf(gguf)?;
+    let chat_template = match (gguf.opt_str("tokenizer.chat_template")?, &tokenizer) {
+        (Some(source), Some(tok)) => {
+            let name = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
+            let eos = tok.stop_ids().first().copied();
+            Some(ChatTemplate::from_gguf(source, &name(tok.bos_id()), &name(eos))?)
+        }
+        _ => None,
+    };
+    Ok((tokenizer, chat_template))
+}
+
+/// A Hugging Face model's tokenizer and chat template from its optional
+/// `tokenizer.json` and `tokenizer_config.json` (each with its name).
+fn hf_tokenizer<T: AsRef<[u8]>>(
+    config: &ModelConfig,
+    tokenizer_json: Option<(String, Vec<u8>)>,
+    tokenizer_config: Option<(String, T)>,
+    source: &str,
+) -> Result<(Option<Tokenizer>, Option<ChatTemplate>)> {
+    let tokenizer = match tokenizer_json {
+        Some((name, bytes)) => Some(
+            Tokenizer::from_bytes(&bytes)
+                .map_err(|e| match e {
+                    Error::Tokenizer(message) => Error::Tokenizer(format!("{name}: {message}")),
+                    other => other,
+                })?
+                .with_special_ids(config.bos_token_id, config.stop_token_ids.clone()),
+        ),
+        None => {
+            log::warn!("{source}: no tokenizer.json; only --tokens input will work");
+            None
+        }
+    };
+    let chat_template = match tokenizer_config {
+        Some((name, json)) => match std::str::from_utf8(json.as_ref())
+            .map_err(|_| Error::Invalid(format!("{name} is not UTF-8 text")))
+            .and_then(ChatTemplate::from_tokenizer_config)
+        {
+            Ok(t) => Some(t),
+            Err(e) => {
+                log::warn!("{name}: {e}; using a built-in chat template");
+                None
+            }
+        },
+        None => None,
+    };
+    Ok((tokenizer, chat_template))
 }
 
 /// The tokenizer described by a GGUF's `tokenizer.ggml.*` keys, if any.
@@ -270,6 +378,25 @@ impl Engine {
         let ModelFiles { weights, tokenizer, chat_template } = files;
         let model = Model::load_async(&gpu, &weights, options, progress).await?;
         drop(weights);
+        Ok(Engine { gpu, model, tokenizer, chat_template })
+    }
+
+    /// Blocking form of [`Engine::new_streamed_async`] for native code.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_streamed(gpu: Gpu, files: StreamedFiles, options: ModelOptions) -> Result<Self> {
+        pollster::block_on(Self::new_streamed_async(gpu, files, options, &mut |_, _| {}))
+    }
+
+    /// Read the weights of `files` part by part and upload each before
+    /// reading the next, calling `progress(done, total)` per uploaded layer.
+    pub async fn new_streamed_async(
+        gpu: Gpu,
+        files: StreamedFiles,
+        options: ModelOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        let StreamedFiles { weights, tokenizer, chat_template } = files;
+        let model = Model::load_from(&gpu, &weights, options, progress).await?;
         Ok(Engine { gpu, model, tokenizer, chat_template })
     }
 

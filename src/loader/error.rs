@@ -23,6 +23,13 @@ pub enum LoadError {
     )]
     Truncated { what: String, offset: u64, needed: u64, file_len: u64 },
 
+    /// A streamed header goes on past the prefix read so far: the reader
+    /// grows the prefix to `needed_end` bytes (or more) and parses again.
+    #[error(
+        "the header goes on past the first {prefix} bytes read (to at least byte {needed_end}); read more of the file"
+    )]
+    HeaderPastPrefix { prefix: u64, needed_end: u64 },
+
     #[error("not a GGUF file (magic bytes {found:02x?}, expected \"GGUF\")")]
     BadMagic { found: Vec<u8> },
 

@@ -25,6 +25,7 @@ use std::path::Path;
 use super::error::LoadError;
 use super::mapped::FileBytes;
 use super::quants::{self, GgmlType, Ternary};
+use super::stream::{ByteSource, read_exact};
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 4] = b"GGUF";
@@ -262,10 +263,12 @@ impl GgufTensorInfo {
     }
 }
 
-/// A parsed GGUF file: metadata in memory, tensor data mapped.
+/// A parsed GGUF file: metadata in memory, tensor data mapped (or, for a
+/// streamed file, not held at all: see [`Gguf::read_header`]).
 pub struct Gguf {
     source: String,
-    storage: FileBytes,
+    /// `None` when only the header was read; the data is read by range.
+    storage: Option<FileBytes>,
     version: u32,
     alignment: u64,
     data_start: u64,
@@ -304,14 +307,52 @@ impl Gguf {
         Self::parse(name.to_string(), FileBytes::Owned(bytes))
     }
 
+    /// Read and parse only the header (metadata and tensor table) of a
+    /// streamed GGUF called `name`; tensors are then read by range at
+    /// [`Gguf::data_start`] + their offset. The header's length is not
+    /// stored in the file, so a prefix is read and grown until it parses,
+    /// up to `max_header` bytes ([`MAX_STREAMED_HEADER`] is a good limit).
+    pub async fn read_header(name: &str, source: &dyn ByteSource, max_header: u64) -> Result<Self> {
+        let file_len = source.len();
+        // Start small (tiny files stay unread past their header) and double:
+        // real headers are a few MiB, mostly the vocabulary.
+        let mut prefix = Vec::new();
+        let mut want = file_len.min(64 << 10).min(max_header);
+        loop {
+            let what = "the GGUF header";
+            let more = read_exact(source, name, what, prefix.len() as u64, want - prefix.len() as u64).await?;
+            prefix.extend_from_slice(&more);
+            match parse_header(&prefix, file_len) {
+                Ok(header) => return Ok(Self::from_header(name.to_string(), None, header)),
+                Err(LoadError::HeaderPastPrefix { needed_end, .. }) => {
+                    if prefix.len() as u64 >= max_header {
+                        let err = LoadError::TooLarge {
+                            what: "the GGUF header (metadata and tensor table)".into(),
+                            value: needed_end,
+                            limit: max_header,
+                        };
+                        return Err(err.in_file(name).into());
+                    }
+                    want = needed_end.max(2 * prefix.len() as u64).min(file_len).min(max_header);
+                }
+                Err(err) => return Err(err.in_file(name).into()),
+            }
+        }
+    }
+
     fn parse(source: String, storage: FileBytes) -> Result<Self> {
-        let header = match parse_header(storage.bytes()) {
+        let bytes = storage.bytes();
+        let header = match parse_header(bytes, bytes.len() as u64) {
             Ok(header) => header,
             Err(err) => return Err(err.in_file(source).into()),
         };
+        Ok(Self::from_header(source, Some(storage), header))
+    }
+
+    fn from_header(source: String, storage: Option<FileBytes>, header: Header) -> Self {
         let tensor_index = header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
         let metadata_index = header.metadata.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect();
-        Ok(Gguf {
+        Gguf {
             source,
             storage,
             version: header.version,
@@ -321,7 +362,7 @@ impl Gguf {
             metadata_index,
             tensors: header.tensors,
             tensor_index,
-        })
+        }
     }
 
     /// The path it was opened from, or `<memory>`.
@@ -469,26 +510,117 @@ impl Gguf {
     /// when the file was opened).
     pub fn tensor_bytes(&self, name: &str) -> Result<&[u8]> {
         let info = self.tensor_info(name)?;
+        let Some(storage) = &self.storage else {
+            return Err(Error::Invalid(format!(
+                "{}: only the header was read; tensor '{name}' is read by range (GgufTensors over the read bytes)",
+                self.source
+            )));
+        };
         let start = (self.data_start + info.offset) as usize;
-        Ok(&self.storage.bytes()[start..start + info.n_bytes as usize])
+        Ok(&storage.bytes()[start..start + info.n_bytes as usize])
     }
 
     /// A tensor's values as f32, dequantized if needed.
     pub fn tensor_f32(&self, name: &str) -> Result<Vec<f32>> {
-        let info = self.tensor_info(name)?;
-        let bytes = self.tensor_bytes(name)?;
-        quants::dequantize(info.ggml_type, bytes, info.n_elements as usize)
-            .map_err(|e| with_tensor(e, name, &self.source))
+        decode_f32(self.tensor_info(name)?, self.tensor_bytes(name)?, &self.source)
     }
 
     /// A ternary tensor (TQ1_0, TQ2_0, I2_S) as i8 values in {-1, 0, 1}
     /// and its scale(s), for running natively as ternary.
     pub fn tensor_ternary(&self, name: &str) -> Result<Ternary> {
-        let info = self.tensor_info(name)?;
-        let bytes = self.tensor_bytes(name)?;
-        quants::extract_ternary(info.ggml_type, bytes, info.n_elements as usize)
-            .map_err(|e| with_tensor(e, name, &self.source))
+        decode_ternary(self.tensor_info(name)?, self.tensor_bytes(name)?, &self.source)
     }
+
+    /// The absolute byte range `[start, end)` of a tensor's data in the file.
+    pub fn tensor_range(&self, name: &str) -> Result<(u64, u64)> {
+        let info = self.tensor_info(name)?;
+        let start = self.data_start + info.offset;
+        Ok((start, start + info.n_bytes))
+    }
+}
+
+/// Tensors by name with their bytes: a whole GGUF, or the few tensors a
+/// streamed load has read ([`ReadGgufTensors`]). The weight decoding is
+/// written once against it.
+pub trait GgufTensors {
+    /// The file's name, for errors.
+    fn source(&self) -> &str;
+
+    fn tensor_info(&self, name: &str) -> Result<&GgufTensorInfo>;
+
+    fn has_tensor(&self, name: &str) -> bool;
+
+    fn tensor_bytes(&self, name: &str) -> Result<&[u8]>;
+
+    /// A tensor's values as f32, dequantized if needed.
+    fn tensor_f32(&self, name: &str) -> Result<Vec<f32>> {
+        decode_f32(self.tensor_info(name)?, self.tensor_bytes(name)?, self.source())
+    }
+
+    /// A ternary tensor as values in {-1, 0, 1} and its scale(s).
+    fn tensor_ternary(&self, name: &str) -> Result<Ternary> {
+        decode_ternary(self.tensor_info(name)?, self.tensor_bytes(name)?, self.source())
+    }
+}
+
+impl GgufTensors for Gguf {
+    fn source(&self) -> &str {
+        Gguf::source(self)
+    }
+
+    fn tensor_info(&self, name: &str) -> Result<&GgufTensorInfo> {
+        Gguf::tensor_info(self, name)
+    }
+
+    fn has_tensor(&self, name: &str) -> bool {
+        Gguf::has_tensor(self, name)
+    }
+
+    fn tensor_bytes(&self, name: &str) -> Result<&[u8]> {
+        Gguf::tensor_bytes(self, name)
+    }
+}
+
+/// Tensors of a streamed GGUF (its header parsed by [`Gguf::read_header`])
+/// whose bytes have been read, by name.
+pub struct ReadGgufTensors<'a> {
+    pub header: &'a Gguf,
+    pub bytes: HashMap<String, Vec<u8>>,
+}
+
+impl GgufTensors for ReadGgufTensors<'_> {
+    fn source(&self) -> &str {
+        self.header.source()
+    }
+
+    fn tensor_info(&self, name: &str) -> Result<&GgufTensorInfo> {
+        self.header.tensor_info(name)
+    }
+
+    fn has_tensor(&self, name: &str) -> bool {
+        self.header.has_tensor(name)
+    }
+
+    fn tensor_bytes(&self, name: &str) -> Result<&[u8]> {
+        self.bytes.get(name).map(Vec::as_slice).ok_or_else(|| {
+            Error::Invalid(format!("tensor '{name}' was not read before it was decoded (a bug in the streamed loader)"))
+        })
+    }
+}
+
+/// The largest GGUF header [`Gguf::read_header`] reads by default: real
+/// headers (vocabulary, merges, tensor table) stay far below it.
+pub const MAX_STREAMED_HEADER: u64 = 256 << 20;
+
+/// A tensor's bytes (from the file `source`) as f32, dequantized if needed.
+pub(crate) fn decode_f32(info: &GgufTensorInfo, bytes: &[u8], source: &str) -> Result<Vec<f32>> {
+    quants::dequantize(info.ggml_type, bytes, info.n_elements as usize).map_err(|e| with_tensor(e, &info.name, source))
+}
+
+/// A ternary tensor's bytes (from the file `source`) as values and scales.
+pub(crate) fn decode_ternary(info: &GgufTensorInfo, bytes: &[u8], source: &str) -> Result<Ternary> {
+    quants::extract_ternary(info.ggml_type, bytes, info.n_elements as usize)
+        .map_err(|e| with_tensor(e, &info.name, source))
 }
 
 fn with_tensor(err: Error, tensor: &str, source: &str) -> Error {
@@ -508,15 +640,19 @@ struct Header {
     tensors: Vec<GgufTensorInfo>,
 }
 
-/// A bounds-checked cursor over the file image.
+/// A bounds-checked cursor over the file image, or over a prefix of it
+/// when the file is streamed (`buf` shorter than `file_len`).
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// The whole file's length: counts and lengths are checked against it.
+    file_len: u64,
 }
 
 impl<'a> Reader<'a> {
+    /// Bytes left in the file (not only in the prefix held).
     fn remaining(&self) -> u64 {
-        (self.buf.len() - self.pos) as u64
+        self.file_len.saturating_sub(self.pos as u64)
     }
 
     fn take(&mut self, n: u64, what: &dyn Fn() -> String) -> Result<&'a [u8], LoadError> {
@@ -525,8 +661,11 @@ impl<'a> Reader<'a> {
                 what: what(),
                 offset: self.pos as u64,
                 needed: n,
-                file_len: self.buf.len() as u64,
+                file_len: self.file_len,
             });
+        }
+        if n > (self.buf.len() - self.pos) as u64 {
+            return Err(LoadError::HeaderPastPrefix { prefix: self.buf.len() as u64, needed_end: self.pos as u64 + n });
         }
         let start = self.pos;
         self.pos += n as usize;
@@ -564,8 +703,11 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn parse_header(buf: &[u8]) -> Result<Header, LoadError> {
-    let mut r = Reader { buf, pos: 0 };
+/// Parse the header from `buf`, the first bytes of a file of `file_len`
+/// bytes (all of it, or a prefix when streamed: then a header longer than
+/// the prefix is [`LoadError::HeaderPastPrefix`]).
+fn parse_header(buf: &[u8], file_len: u64) -> Result<Header, LoadError> {
+    let mut r = Reader { buf, pos: 0, file_len };
     let magic = r.take(4, &|| "magic".into())?;
     if magic != MAGIC {
         return Err(LoadError::BadMagic { found: magic.to_vec() });
@@ -636,7 +778,6 @@ fn parse_header(buf: &[u8]) -> Result<Header, LoadError> {
 
     let header_end = r.pos as u64;
     let data_start = header_end.div_ceil(alignment) * alignment;
-    let file_len = buf.len() as u64;
     let data_len = file_len.saturating_sub(data_start);
 
     let mut infos: Vec<GgufTensorInfo> = Vec::with_capacity(tensors.len());

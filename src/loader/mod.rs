@@ -8,6 +8,8 @@
 //! - [`quants`]: ggml block layouts, dequantization to f32 and extraction of
 //!   ternary values.
 //! - [`safetensors`]: [`SafeTensors`] over one file or an index of shards.
+//! - [`stream`]: [`ByteSource`], files read by byte range (streamed loads
+//!   read headers, then tensors one layer at a time).
 //! - [`config`]: [`ModelConfig`], the normalized model description, from HF
 //!   JSON or GGUF metadata.
 
@@ -17,9 +19,11 @@ pub mod gguf;
 mod mapped;
 pub mod quants;
 pub mod safetensors;
+pub mod stream;
 
 pub use config::{Activation, Architecture, ModelConfig, RopeScaling, WeightScale};
 pub use error::LoadError;
-pub use gguf::{Gguf, GgufArray, GgufBuilder, GgufTensorInfo, GgufValue};
+pub use gguf::{Gguf, GgufArray, GgufBuilder, GgufTensorInfo, GgufTensors, GgufValue, ReadGgufTensors};
 pub use quants::{GgmlType, Ternary, dequantize, extract_ternary};
-pub use safetensors::{Dtype, SafeTensors, TensorView};
+pub use safetensors::{Dtype, ReadTensors, SafeTensors, SafetensorsHeaders, TensorLookup, TensorView};
+pub use stream::{ByteSource, LocalFuture};

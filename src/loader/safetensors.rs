@@ -14,6 +14,7 @@ pub use ::safetensors::Dtype;
 
 use super::error::LoadError;
 use super::mapped::FileBytes;
+use super::stream::{ByteSource, read_exact};
 use crate::{Error, Result};
 
 /// The index file name the hub uses for sharded checkpoints.
@@ -132,23 +133,11 @@ impl SafeTensors {
 
     fn from_shards(files: Vec<(String, FileBytes)>) -> Result<Self> {
         let mut shards: Vec<Shard> = Vec::with_capacity(files.len());
-        let mut location = HashMap::new();
         for (path, bytes) in files {
             let tensors = parse_header(bytes.bytes()).map_err(|e| e.in_file(&path))?;
-            let index = shards.len();
-            for name in tensors.keys() {
-                if let Some(&other) = location.get(name) {
-                    let other: &Shard = &shards[other];
-                    return Err(LoadError::Duplicate {
-                        what: "tensor (in two shards)",
-                        name: format!("{name}' in {} and '{path}", other.path),
-                    }
-                    .into());
-                }
-                location.insert(name.clone(), index);
-            }
             shards.push(Shard { path, bytes, tensors });
         }
+        let location = locate(shards.iter().map(|s| (s.path.as_str(), &s.tensors)))?;
         Ok(SafeTensors { shards, location })
     }
 
@@ -198,9 +187,126 @@ impl SafeTensors {
 
     /// Shortcut: the tensor, checked against `shape`, as f32.
     pub fn f32_with_shape(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        TensorLookup::f32_with_shape(self, name, shape)
+    }
+}
+
+/// Tensors by name: a whole checkpoint, or the few a streamed load has
+/// read ([`ReadTensors`]). The weight decoding is written once against it.
+pub trait TensorLookup {
+    /// The tensor, or an error naming it and the files searched.
+    fn tensor(&self, name: &str) -> Result<TensorView<'_>>;
+
+    fn contains(&self, name: &str) -> bool;
+
+    /// The tensor, checked against `shape`, as f32.
+    fn f32_with_shape(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let view = self.tensor(name)?;
         view.expect_shape(shape)?;
         view.to_f32()
+    }
+}
+
+impl TensorLookup for SafeTensors {
+    fn tensor(&self, name: &str) -> Result<TensorView<'_>> {
+        SafeTensors::tensor(self, name)
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        SafeTensors::contains(self, name)
+    }
+}
+
+/// Tensor name → shard, refusing a name that two shards hold.
+fn locate<'a>(
+    shards: impl Iterator<Item = (&'a str, &'a HashMap<String, TensorEntry>)>,
+) -> Result<HashMap<String, usize>> {
+    let mut location: HashMap<String, usize> = HashMap::new();
+    let mut paths: Vec<&str> = Vec::new();
+    for (index, (path, tensors)) in shards.enumerate() {
+        for name in tensors.keys() {
+            if let Some(&other) = location.get(name) {
+                return Err(LoadError::Duplicate {
+                    what: "tensor (in two shards)",
+                    name: format!("{name}' in {} and '{path}", paths[other]),
+                }
+                .into());
+            }
+            location.insert(name.clone(), index);
+        }
+        paths.push(path);
+    }
+    Ok(location)
+}
+
+/// The headers of a streamed checkpoint's shards: every tensor's dtype,
+/// shape and byte range, without the data (read by range, per layer).
+pub struct SafetensorsHeaders {
+    /// Per shard: its file name and its tensors.
+    shards: Vec<(String, HashMap<String, TensorEntry>)>,
+    location: HashMap<String, usize>,
+}
+
+impl SafetensorsHeaders {
+    /// Read the header of each `(file name, source)` shard.
+    pub async fn read(shards: &[(String, &dyn ByteSource)]) -> Result<Self> {
+        let mut headers = Vec::with_capacity(shards.len());
+        for (path, source) in shards {
+            let file_len = source.len();
+            let len_bytes = read_exact(*source, path, "the 8-byte header length", 0, 8.min(file_len)).await?;
+            let header_len = header_len(&len_bytes, file_len).map_err(|e| e.in_file(path))?;
+            let json = read_exact(*source, path, "the JSON header", 8, header_len as u64).await?;
+            let tensors = parse_header_json(&json, file_len).map_err(|e| e.in_file(path))?;
+            headers.push((path.clone(), tensors));
+        }
+        let location = locate(headers.iter().map(|(path, tensors)| (path.as_str(), tensors)))?;
+        Ok(SafetensorsHeaders { shards: headers, location })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.location.contains_key(name)
+    }
+
+    /// All tensor names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.location.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Where a tensor lies: its shard's index and its absolute byte range `[start, end)`.
+    pub fn tensor_range(&self, name: &str) -> Result<(usize, u64, u64)> {
+        let (shard, entry) = self.entry(name)?;
+        Ok((shard, entry.start as u64, entry.end as u64))
+    }
+
+    fn entry(&self, name: &str) -> Result<(usize, &TensorEntry)> {
+        let not_found = || -> Error {
+            let files: Vec<&str> = self.shards.iter().map(|(p, _)| p.as_str()).collect();
+            LoadError::TensorNotFound { name: name.to_string(), searched: files.join(", ") }.into()
+        };
+        let &shard = self.location.get(name).ok_or_else(not_found)?;
+        Ok((shard, self.shards[shard].1.get(name).ok_or_else(not_found)?))
+    }
+}
+
+/// Tensors of a streamed checkpoint whose bytes have been read, by name.
+pub struct ReadTensors<'a> {
+    pub headers: &'a SafetensorsHeaders,
+    pub bytes: HashMap<String, Vec<u8>>,
+}
+
+impl TensorLookup for ReadTensors<'_> {
+    fn tensor(&self, name: &str) -> Result<TensorView<'_>> {
+        let (shard, entry) = self.headers.entry(name)?;
+        let (key, data) = self.bytes.get_key_value(name).ok_or_else(|| {
+            Error::Invalid(format!("tensor '{name}' was not read before it was decoded (a bug in the streamed loader)"))
+        })?;
+        Ok(TensorView { name: key, file: &self.headers.shards[shard].0, dtype: entry.dtype, shape: &entry.shape, data })
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.headers.contains(name)
     }
 }
 
@@ -225,11 +331,38 @@ fn parse_index(text: &str) -> Result<HashMap<String, String>, LoadError> {
 }
 
 fn parse_header(bytes: &[u8]) -> Result<HashMap<String, TensorEntry>, LoadError> {
-    let (header_len, metadata) = ::safetensors::SafeTensors::read_metadata(bytes)
-        .map_err(|e| LoadError::Safetensors { message: describe(e, bytes.len()) })?;
-    // read_metadata has checked that the ranges tile [0, data_len) and that
-    // 8 + header_len + data_len is the file length.
-    let data_start = 8 + header_len;
+    let file_len = bytes.len() as u64;
+    let header_len = header_len(&bytes[..8.min(bytes.len())], file_len)?;
+    parse_header_json(&bytes[8..8 + header_len], file_len)
+}
+
+/// The JSON header's length from the file's first 8 bytes, checked against
+/// the file's length.
+fn header_len(first: &[u8], file_len: u64) -> Result<usize, LoadError> {
+    let describe = |e| LoadError::Safetensors { message: describe(e, file_len) };
+    let first: [u8; 8] = first.try_into().map_err(|_| describe(::safetensors::SafeTensorError::HeaderTooSmall))?;
+    let n = u64::from_le_bytes(first);
+    if n > MAX_HEADER_BYTES {
+        return Err(describe(::safetensors::SafeTensorError::HeaderTooLarge));
+    }
+    if n > file_len - 8 {
+        return Err(describe(::safetensors::SafeTensorError::InvalidHeaderLength));
+    }
+    Ok(n as usize)
+}
+
+/// The tensors of a JSON header (the `safetensors` crate checks that their
+/// ranges tile the data and match dtype and shape), checked to end where a
+/// file of `file_len` bytes ends.
+fn parse_header_json(json: &[u8], file_len: u64) -> Result<HashMap<String, TensorEntry>, LoadError> {
+    let metadata: ::safetensors::tensor::Metadata = serde_json::from_slice(json)
+        .map_err(|e| LoadError::Safetensors { message: format!("the JSON header is invalid: {e}") })?;
+    let data_start = 8 + json.len();
+    if (data_start + metadata.data_len()) as u64 != file_len {
+        return Err(LoadError::Safetensors {
+            message: describe(::safetensors::SafeTensorError::MetadataIncompleteBuffer, file_len),
+        });
+    }
     Ok(metadata
         .tensors()
         .into_iter()
@@ -245,7 +378,10 @@ fn parse_header(bytes: &[u8]) -> Result<HashMap<String, TensorEntry>, LoadError>
         .collect())
 }
 
-fn describe(err: ::safetensors::SafeTensorError, file_len: usize) -> String {
+/// The `safetensors` crate's limit on the JSON header.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+fn describe(err: ::safetensors::SafeTensorError, file_len: u64) -> String {
     use ::safetensors::SafeTensorError as E;
     match err {
         E::HeaderTooSmall => {

@@ -29,11 +29,13 @@
 
 pub mod delta;
 pub mod routing;
+pub mod source;
 pub mod synthetic;
 pub mod weights;
 
 pub use delta::{DeltaOptions, DeltaReport, DeltaStage};
 pub use routing::{LayerAction, LayerPlan, PlanSource, Routers, RoutingReport};
+pub use source::{StreamedFile, StreamedWeights, WeightFormats, WeightSource};
 pub use weights::{LayerWeights, Matrix, MatrixData, ModelWeights};
 
 use delta::{DeltaState, LayerDelta};
@@ -465,16 +467,30 @@ impl Model {
     }
 
     /// Upload `weights` and build every op, calling `progress(done, total)`
-    /// after the embedding, each layer and the head. Between layers it lets
-    /// the GPU settle (in a browser: the queue drains and the page can paint),
-    /// so an out-of-memory error names the layer it happened in.
+    /// after the embedding, each layer and the head ([`Model::load_from`]
+    /// with the weights as the source).
     pub async fn load_async(
         gpu: &Gpu,
         weights: &ModelWeights,
         options: ModelOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Model> {
-        let c = weights.config.clone();
+        Self::load_from(gpu, weights, options, progress).await
+    }
+
+    /// Build every op and upload the weights of `source` one part at a
+    /// time (embedding, each layer, norm, head), dropping each part's host
+    /// copy before asking for the next, and calling `progress(done, total)`
+    /// after the embedding, each layer and the head. Between layers it lets
+    /// the GPU settle (in a browser: the queue drains and the page can paint),
+    /// so an out-of-memory error names the layer it happened in.
+    pub async fn load_from(
+        gpu: &Gpu,
+        source: &dyn WeightSource,
+        options: ModelOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Model> {
+        let c = source.config().clone();
         c.validate()?;
         if let Some(d) = &options.delta {
             d.validate()?;
@@ -498,12 +514,9 @@ impl Model {
         );
         let logit_rows = if options.all_logits { rows } else { 1 };
         let f32s = |label: &str, n: u32| gpu.storage(label, n as u64 * 4);
-        let ternary = weights.layers.iter().any(|l| l.q_proj.is_ternary() || l.gate_proj.is_ternary());
+        let formats = source.formats();
+        let ternary = formats.ternary;
         let native_quant = options.native_quant;
-        // Q8 blocks for an input when a linear reading it runs natively on GGUF blocks.
-        let reads_blocks = |linears: fn(&LayerWeights) -> Vec<&Matrix>| {
-            native_quant && weights.layers.iter().any(|l| linears(l).iter().any(|m| m.is_quantized()))
-        };
         let x8 = |label: &str, k: u32, blocks: bool| -> Result<Option<QuantizedInput>> {
             Ok(if ternary {
                 Some(QuantizedInput::Int8(Int8Activations::new(gpu, label, rows, k)?))
@@ -513,7 +526,8 @@ impl Model {
                 None
             })
         };
-        let output_blocks = native_quant && weights.output().is_quantized();
+        // Q8 blocks for an input when a linear reading it runs natively on GGUF blocks.
+        let output_blocks = native_quant && formats.output_blocks;
         let act = Activations {
             ids: gpu.storage("ids", rows as u64 * 4)?,
             h: f32s("h", rows * hidden)?,
@@ -532,24 +546,22 @@ impl Model {
             final_x: f32s("final_x", logit_rows * hidden)?,
             logits: f32s("logits", logit_rows * vocab)?,
             next_token: gpu.storage("next_token", 4)?,
-            x8_hidden: x8(
-                "x8_hidden",
-                hidden,
-                reads_blocks(|l| vec![&l.q_proj, &l.k_proj, &l.v_proj, &l.gate_proj, &l.up_proj]),
-            )?,
-            x8_q: x8("x8_q", q_dim, reads_blocks(|l| vec![&l.o_proj]))?,
-            x8_mlp: x8("x8_mlp", inter, reads_blocks(|l| vec![&l.down_proj]))?,
+            x8_hidden: x8("x8_hidden", hidden, native_quant && formats.blocks_hidden)?,
+            x8_q: x8("x8_q", q_dim, native_quant && formats.blocks_attention)?,
+            x8_mlp: x8("x8_mlp", inter, native_quant && formats.blocks_mlp)?,
             x8_final: match output_blocks {
                 true => Some(QuantizedInput::Q8(Q8Activations::new(gpu, "x8_final", logit_rows, hidden)?)),
                 false => None,
             },
         };
 
-        let rope_table = RopeTable::from_inv_freq(gpu, c.head_dim as u32, &weights.rope_inv_freq, max_context)?;
-        let embed =
-            LinearWeight::upload(gpu, "embed_tokens", &weights.embed_tokens, options.weight_chunk_rows, native_quant)?;
+        let rope_table = RopeTable::from_inv_freq(gpu, c.head_dim as u32, source.rope_inv_freq(), max_context)?;
+        let embed_matrix = source.embed_tokens().await?;
+        let embed = LinearWeight::upload(gpu, "embed_tokens", &embed_matrix, options.weight_chunk_rows, native_quant)?;
+        drop(embed_matrix);
         let embedding = TokenEmbedding::new(gpu, &embed, &act.ids, &act.h, rows)?;
-        let upload_steps = weights.layers.len() + 2;
+        let layer_count = source.layer_count();
+        let upload_steps = layer_count + 2;
         gpu.settle("the upload of the embedding").await?;
         progress(1, upload_steps);
         let eps = c.rms_norm_eps;
@@ -558,8 +570,10 @@ impl Model {
             x8.as_ref().map(|a| Quantize::new(gpu, x, a)).transpose()
         };
 
-        let mut layers = Vec::with_capacity(weights.layers.len());
-        for (i, w) in weights.layers.iter().enumerate() {
+        let mut layers = Vec::with_capacity(layer_count);
+        for i in 0..layer_count {
+            // This layer's host copy lives until the end of the iteration only.
+            let w = source.layer(i).await?;
             log::debug!("uploading layer {i}");
             let lin = |name: &str, m: &Matrix| {
                 LinearWeight::upload(gpu, &format!("layers.{i}.{name}"), m, options.weight_chunk_rows, native_quant)
@@ -645,11 +659,11 @@ impl Model {
             progress(i + 2, upload_steps);
         }
 
-        let final_norm_weight = vector("norm", &weights.norm)?;
+        let final_norm_weight = vector("norm", &source.norm().await?)?;
         let final_in = if options.all_logits { &act.h } else { &act.last };
         let final_norm = RmsNorm::new(gpu, final_in, &final_norm_weight, &act.final_x, logit_rows, hidden, eps)?;
-        let lm_head_weight = match &weights.lm_head {
-            Some(m) => LinearWeight::upload(gpu, "lm_head", m, options.weight_chunk_rows, native_quant)?,
+        let lm_head_weight = match source.lm_head().await? {
+            Some(m) => LinearWeight::upload(gpu, "lm_head", &m, options.weight_chunk_rows, native_quant)?,
             None => embed,
         };
         let quantize_final_in = quantize(&act.final_x, &act.x8_final)?;

@@ -12,9 +12,9 @@ use crate::cpu::quant::{BLOCK, BlockFormat};
 use crate::cpu::ternary::ScaleConvention;
 use crate::error::{Error, Result};
 use crate::loader::config::{Architecture, ModelConfig, WeightScale};
-use crate::loader::gguf::Gguf;
+use crate::loader::gguf::{Gguf, GgufTensors};
 use crate::loader::quants::GgmlType;
-use crate::loader::safetensors::{Dtype, SafeTensors};
+use crate::loader::safetensors::{Dtype, SafeTensors, TensorLookup};
 use half::{bf16, f16};
 use std::path::Path;
 
@@ -205,46 +205,10 @@ impl ModelWeights {
     pub fn from_safetensors(config: ModelConfig, st: &SafeTensors) -> Result<Self> {
         config.validate()?;
         let c = &config;
-        let (hidden, inter, q_dim, kv_dim) = (c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim());
-        let vector = |name: &str, len: usize| st.f32_with_shape(name, &[len]);
-        let linear = |name: &str, rows: usize, cols: usize| hf_linear(st, c, name, rows, cols);
-        let bitnet = c.architecture == Architecture::BitNet;
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
-        for i in 0..c.num_hidden_layers {
-            let p = format!("model.layers.{i}.");
-            layers.push(LayerWeights {
-                input_layernorm: vector(&format!("{p}input_layernorm.weight"), hidden)?,
-                q_proj: linear(&format!("{p}self_attn.q_proj.weight"), q_dim, hidden)?,
-                k_proj: linear(&format!("{p}self_attn.k_proj.weight"), kv_dim, hidden)?,
-                v_proj: linear(&format!("{p}self_attn.v_proj.weight"), kv_dim, hidden)?,
-                o_proj: linear(&format!("{p}self_attn.o_proj.weight"), hidden, q_dim)?,
-                attn_sub_norm: if bitnet {
-                    Some(vector(&format!("{p}self_attn.attn_sub_norm.weight"), q_dim)?)
-                } else {
-                    None
-                },
-                post_attention_layernorm: vector(&format!("{p}post_attention_layernorm.weight"), hidden)?,
-                gate_proj: linear(&format!("{p}mlp.gate_proj.weight"), inter, hidden)?,
-                up_proj: linear(&format!("{p}mlp.up_proj.weight"), inter, hidden)?,
-                down_proj: linear(&format!("{p}mlp.down_proj.weight"), hidden, inter)?,
-                ffn_sub_norm: if bitnet { Some(vector(&format!("{p}mlp.ffn_sub_norm.weight"), inter)?) } else { None },
-            });
-        }
-        let embed_tokens = hf_dense(st, "model.embed_tokens.weight", c.vocab_size, hidden)?;
-        let lm_head = if st.contains("lm_head.weight") && !c.tie_word_embeddings {
-            Some(hf_dense(st, "lm_head.weight", c.vocab_size, hidden)?)
-        } else {
-            None
-        };
-        let rope_inv_freq = crate::cpu::rope::rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling.map(rope_scaling));
-        Ok(ModelWeights {
-            norm: vector("model.norm.weight", hidden)?,
-            config,
-            embed_tokens,
-            layers,
-            lm_head,
-            rope_inv_freq,
-        })
+        let layers = (0..c.num_hidden_layers).map(|i| hf_layer(st, c, i)).collect::<Result<Vec<_>>>()?;
+        let embed_tokens = hf_embed(st, c)?;
+        let lm_head = hf_lm_head(st, c)?;
+        Ok(ModelWeights { norm: hf_norm(st, c)?, rope_inv_freq: hf_rope(c), config, embed_tokens, layers, lm_head })
     }
 
     /// Build from a GGUF file (llama.cpp tensor names).
@@ -252,60 +216,170 @@ impl ModelWeights {
         let config = ModelConfig::from_gguf(g)?;
         config.validate()?;
         let c = &config;
-        let (hidden, inter, q_dim, kv_dim, hd) =
-            (c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim(), c.head_dim);
-        let vector = |name: &str, len: usize| -> Result<Vec<f32>> {
-            expect_gguf_shape(g, name, &[len])?;
-            g.tensor_f32(name)
-        };
-        let linear = |name: &str, rows: usize, cols: usize| gguf_matrix(g, name, rows, cols);
-        let bitnet = c.architecture == Architecture::BitNet;
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
-        for i in 0..c.num_hidden_layers {
-            let p = format!("blk.{i}.");
-            let mut q_proj = linear(&format!("{p}attn_q.weight"), q_dim, hidden)?;
-            let mut k_proj = linear(&format!("{p}attn_k.weight"), kv_dim, hidden)?;
-            if c.architecture == Architecture::Llama {
-                unpermute_gguf_qk(&mut q_proj, c.num_attention_heads, hd);
-                unpermute_gguf_qk(&mut k_proj, c.num_key_value_heads, hd);
-            }
-            layers.push(LayerWeights {
-                input_layernorm: vector(&format!("{p}attn_norm.weight"), hidden)?,
-                q_proj,
-                k_proj,
-                v_proj: linear(&format!("{p}attn_v.weight"), kv_dim, hidden)?,
-                o_proj: linear(&format!("{p}attn_output.weight"), hidden, q_dim)?,
-                attn_sub_norm: if bitnet { Some(vector(&format!("{p}attn_sub_norm.weight"), q_dim)?) } else { None },
-                post_attention_layernorm: vector(&format!("{p}ffn_norm.weight"), hidden)?,
-                gate_proj: linear(&format!("{p}ffn_gate.weight"), inter, hidden)?,
-                up_proj: linear(&format!("{p}ffn_up.weight"), inter, hidden)?,
-                down_proj: linear(&format!("{p}ffn_down.weight"), hidden, inter)?,
-                ffn_sub_norm: if bitnet { Some(vector(&format!("{p}ffn_sub_norm.weight"), inter)?) } else { None },
-            });
-        }
-        let embed_tokens = gguf_dense(g, "token_embd.weight", c.vocab_size, hidden)?;
-        let lm_head = if g.has_tensor("output.weight") {
-            Some(gguf_dense(g, "output.weight", c.vocab_size, hidden)?)
-        } else {
-            None
-        };
-        let mut rope_inv_freq = crate::cpu::rope::rope_inv_freq(hd, c.rope_theta, c.rope_scaling.map(rope_scaling));
-        if g.has_tensor("rope_freqs.weight") {
-            // llama.cpp divides the base frequencies by these factors.
-            let factors = vector("rope_freqs.weight", hd / 2)?;
-            for (f, factor) in rope_inv_freq.iter_mut().zip(factors) {
-                *f /= factor as f64;
-            }
-        }
-        Ok(ModelWeights {
-            norm: vector("output_norm.weight", hidden)?,
-            config,
-            embed_tokens,
-            layers,
-            lm_head,
-            rope_inv_freq,
-        })
+        let layers = (0..c.num_hidden_layers).map(|i| gguf_layer(g, c, i)).collect::<Result<Vec<_>>>()?;
+        let embed_tokens = gguf_embed(g, c)?;
+        let lm_head = gguf_lm_head(g, c)?;
+        let rope_inv_freq = gguf_rope(g, c)?;
+        Ok(ModelWeights { norm: gguf_norm(g, c)?, config, embed_tokens, layers, lm_head, rope_inv_freq })
     }
+}
+
+// The parts of a model, decoded from the tensors of one checkpoint format.
+// A whole-file load calls them on the whole file; a streamed load
+// (`super::source`) on the few tensors it has read for that part.
+
+/// The tensor-name prefix of a Hugging Face layer.
+pub(crate) fn hf_layer_prefix(i: usize) -> String {
+    format!("model.layers.{i}.")
+}
+
+pub(crate) const HF_EMBED: &str = "model.embed_tokens.weight";
+pub(crate) const HF_NORM: &str = "model.norm.weight";
+pub(crate) const HF_LM_HEAD: &str = "lm_head.weight";
+
+/// Layer `i` of a safetensors checkpoint.
+pub(crate) fn hf_layer<T: TensorLookup + ?Sized>(st: &T, c: &ModelConfig, i: usize) -> Result<LayerWeights> {
+    let (hidden, inter, q_dim, kv_dim) = (c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim());
+    let vector = |name: &str, len: usize| st.f32_with_shape(name, &[len]);
+    let linear = |name: &str, rows: usize, cols: usize| hf_linear(st, c, name, rows, cols);
+    let bitnet = c.architecture == Architecture::BitNet;
+    let p = hf_layer_prefix(i);
+    Ok(LayerWeights {
+        input_layernorm: vector(&format!("{p}input_layernorm.weight"), hidden)?,
+        q_proj: linear(&format!("{p}self_attn.q_proj.weight"), q_dim, hidden)?,
+        k_proj: linear(&format!("{p}self_attn.k_proj.weight"), kv_dim, hidden)?,
+        v_proj: linear(&format!("{p}self_attn.v_proj.weight"), kv_dim, hidden)?,
+        o_proj: linear(&format!("{p}self_attn.o_proj.weight"), hidden, q_dim)?,
+        attn_sub_norm: if bitnet { Some(vector(&format!("{p}self_attn.attn_sub_norm.weight"), q_dim)?) } else { None },
+        post_attention_layernorm: vector(&format!("{p}post_attention_layernorm.weight"), hidden)?,
+        gate_proj: linear(&format!("{p}mlp.gate_proj.weight"), inter, hidden)?,
+        up_proj: linear(&format!("{p}mlp.up_proj.weight"), inter, hidden)?,
+        down_proj: linear(&format!("{p}mlp.down_proj.weight"), hidden, inter)?,
+        ffn_sub_norm: if bitnet { Some(vector(&format!("{p}mlp.ffn_sub_norm.weight"), inter)?) } else { None },
+    })
+}
+
+pub(crate) fn hf_embed<T: TensorLookup + ?Sized>(st: &T, c: &ModelConfig) -> Result<Matrix> {
+    hf_dense(st, HF_EMBED, c.vocab_size, c.hidden_size)
+}
+
+/// Whether the checkpoint has its own output projection (else it is tied to the embedding).
+pub(crate) fn hf_has_lm_head(contains: bool, c: &ModelConfig) -> bool {
+    contains && !c.tie_word_embeddings
+}
+
+pub(crate) fn hf_lm_head<T: TensorLookup + ?Sized>(st: &T, c: &ModelConfig) -> Result<Option<Matrix>> {
+    match hf_has_lm_head(st.contains(HF_LM_HEAD), c) {
+        true => Ok(Some(hf_dense(st, HF_LM_HEAD, c.vocab_size, c.hidden_size)?)),
+        false => Ok(None),
+    }
+}
+
+pub(crate) fn hf_norm<T: TensorLookup + ?Sized>(st: &T, c: &ModelConfig) -> Result<Vec<f32>> {
+    st.f32_with_shape(HF_NORM, &[c.hidden_size])
+}
+
+pub(crate) fn hf_rope(c: &ModelConfig) -> Vec<f64> {
+    crate::cpu::rope::rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling.map(rope_scaling))
+}
+
+/// The tensor-name prefix of a llama.cpp layer.
+pub(crate) fn gguf_layer_prefix(i: usize) -> String {
+    format!("blk.{i}.")
+}
+
+pub(crate) const GGUF_EMBED: &str = "token_embd.weight";
+pub(crate) const GGUF_NORM: &str = "output_norm.weight";
+pub(crate) const GGUF_OUTPUT: &str = "output.weight";
+pub(crate) const GGUF_ROPE_FREQS: &str = "rope_freqs.weight";
+
+/// A GGUF vector checked against its expected length.
+fn gguf_vector<T: GgufTensors + ?Sized>(g: &T, name: &str, len: usize) -> Result<Vec<f32>> {
+    expect_gguf_shape(g, name, &[len])?;
+    g.tensor_f32(name)
+}
+
+/// Layer `i` of a GGUF (q/k rows un-permuted for Llama).
+pub(crate) fn gguf_layer<T: GgufTensors + ?Sized>(g: &T, c: &ModelConfig, i: usize) -> Result<LayerWeights> {
+    let (hidden, inter, q_dim, kv_dim, hd) = (c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim(), c.head_dim);
+    let vector = |name: &str, len: usize| gguf_vector(g, name, len);
+    let linear = |name: &str, rows: usize, cols: usize| gguf_matrix(g, name, rows, cols);
+    let bitnet = c.architecture == Architecture::BitNet;
+    let p = gguf_layer_prefix(i);
+    let mut q_proj = linear(&format!("{p}attn_q.weight"), q_dim, hidden)?;
+    let mut k_proj = linear(&format!("{p}attn_k.weight"), kv_dim, hidden)?;
+    if c.architecture == Architecture::Llama {
+        unpermute_gguf_qk(&mut q_proj, c.num_attention_heads, hd);
+        unpermute_gguf_qk(&mut k_proj, c.num_key_value_heads, hd);
+    }
+    Ok(LayerWeights {
+        input_layernorm: vector(&format!("{p}attn_norm.weight"), hidden)?,
+        q_proj,
+        k_proj,
+        v_proj: linear(&format!("{p}attn_v.weight"), kv_dim, hidden)?,
+        o_proj: linear(&format!("{p}attn_output.weight"), hidden, q_dim)?,
+        attn_sub_norm: if bitnet { Some(vector(&format!("{p}attn_sub_norm.weight"), q_dim)?) } else { None },
+        post_attention_layernorm: vector(&format!("{p}ffn_norm.weight"), hidden)?,
+        gate_proj: linear(&format!("{p}ffn_gate.weight"), inter, hidden)?,
+        up_proj: linear(&format!("{p}ffn_up.weight"), inter, hidden)?,
+        down_proj: linear(&format!("{p}ffn_down.weight"), hidden, inter)?,
+        ffn_sub_norm: if bitnet { Some(vector(&format!("{p}ffn_sub_norm.weight"), inter)?) } else { None },
+    })
+}
+
+pub(crate) fn gguf_embed<T: GgufTensors + ?Sized>(g: &T, c: &ModelConfig) -> Result<Matrix> {
+    gguf_dense(g, GGUF_EMBED, c.vocab_size, c.hidden_size)
+}
+
+pub(crate) fn gguf_lm_head<T: GgufTensors + ?Sized>(g: &T, c: &ModelConfig) -> Result<Option<Matrix>> {
+    match g.has_tensor(GGUF_OUTPUT) {
+        true => Ok(Some(gguf_dense(g, GGUF_OUTPUT, c.vocab_size, c.hidden_size)?)),
+        false => Ok(None),
+    }
+}
+
+pub(crate) fn gguf_norm<T: GgufTensors + ?Sized>(g: &T, c: &ModelConfig) -> Result<Vec<f32>> {
+    gguf_vector(g, GGUF_NORM, c.hidden_size)
+}
+
+/// RoPE inverse frequencies, with llama.cpp's `rope_freqs.weight` factors when present.
+pub(crate) fn gguf_rope<T: GgufTensors + ?Sized>(g: &T, c: &ModelConfig) -> Result<Vec<f64>> {
+    let hd = c.head_dim;
+    let mut rope_inv_freq = crate::cpu::rope::rope_inv_freq(hd, c.rope_theta, c.rope_scaling.map(rope_scaling));
+    if g.has_tensor(GGUF_ROPE_FREQS) {
+        // llama.cpp divides the base frequencies by these factors.
+        let factors = gguf_vector(g, GGUF_ROPE_FREQS, hd / 2)?;
+        for (f, factor) in rope_inv_freq.iter_mut().zip(factors) {
+            *f /= factor as f64;
+        }
+    }
+    Ok(rope_inv_freq)
+}
+
+/// What a GGUF tensor becomes, decided from its header alone (so a
+/// streamed load knows the GPU layouts before reading any weight).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum GgufKind {
+    /// A ternary type (runs ternary when its blocks share one scale).
+    Ternary,
+    /// Q4_0/Q4_1/Q8_0 blocks kept as blocks.
+    Blocks(BlockFormat),
+    /// F32/F16/BF16 kept, other types dequantized to f32.
+    Dense,
+}
+
+/// The kind of a tensor read with [`gguf_dense`].
+pub(crate) fn gguf_dense_kind(info: &crate::loader::GgufTensorInfo) -> GgufKind {
+    let cols = info.dims.first().copied().unwrap_or(0) as usize;
+    match BlockFormat::from_ggml(info.ggml_type).filter(|_| cols.is_multiple_of(BLOCK)) {
+        Some(format) => GgufKind::Blocks(format),
+        None => GgufKind::Dense,
+    }
+}
+
+/// The kind of a linear read with [`gguf_matrix`].
+pub(crate) fn gguf_linear_kind(info: &crate::loader::GgufTensorInfo) -> GgufKind {
+    if info.ggml_type.is_ternary() { GgufKind::Ternary } else { gguf_dense_kind(info) }
 }
 
 pub(crate) fn rope_scaling(s: crate::loader::config::RopeScaling) -> crate::cpu::rope::Llama3RopeScaling {
@@ -325,7 +399,7 @@ fn convention(scale: Option<WeightScale>) -> ScaleConvention {
 }
 
 /// A dense safetensors matrix kept in its stored precision.
-fn hf_dense(st: &SafeTensors, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+fn hf_dense<T: TensorLookup + ?Sized>(st: &T, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
     let t = st.tensor(name)?;
     t.expect_shape(&[rows, cols])?;
     let data = match t.dtype() {
@@ -342,7 +416,13 @@ fn hf_dense(st: &SafeTensors, name: &str, rows: usize, cols: usize) -> Result<Ma
 
 /// A linear weight: BitNet's packed release (uint8 `[out/4][in]` + `weight_scale`),
 /// BitNet master weights (ternarized with absmean at load), or dense.
-fn hf_linear(st: &SafeTensors, c: &ModelConfig, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+fn hf_linear<T: TensorLookup + ?Sized>(
+    st: &T,
+    c: &ModelConfig,
+    name: &str,
+    rows: usize,
+    cols: usize,
+) -> Result<Matrix> {
     if c.architecture != Architecture::BitNet {
         return hf_dense(st, name, rows, cols);
     }
@@ -373,9 +453,9 @@ pub fn ternarize_absmean(w: &[f32]) -> (Vec<i8>, f32) {
 
 /// A dense GGUF tensor: F32/F16/BF16 kept, Q4_0/Q4_1/Q8_0 kept as blocks,
 /// other quantized types dequantized to f32.
-fn gguf_dense(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+fn gguf_dense<T: GgufTensors + ?Sized>(g: &T, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
     let info = expect_gguf_shape(g, name, &[rows, cols])?;
-    if let Some(format) = BlockFormat::from_ggml(info.ggml_type).filter(|_| cols.is_multiple_of(BLOCK)) {
+    if let GgufKind::Blocks(format) = gguf_dense_kind(info) {
         let blocks = g.tensor_bytes(name)?.to_vec();
         crate::cpu::quant::check_blocks("gguf tensor", format, blocks.len(), rows, cols)?;
         return Ok(Matrix { rows, cols, data: MatrixData::Quantized { format, blocks } });
@@ -393,9 +473,9 @@ fn gguf_dense(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<Matrix> 
 }
 
 /// A GGUF linear: ternary types stay ternary when they have one scale, else dense.
-fn gguf_matrix(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+fn gguf_matrix<T: GgufTensors + ?Sized>(g: &T, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
     let info = g.tensor_info(name)?;
-    if info.ggml_type.is_ternary() {
+    if gguf_linear_kind(info) == GgufKind::Ternary {
         expect_gguf_shape(g, name, &[rows, cols])?;
         let t = g.tensor_ternary(name)?;
         let first = t.scales.first().copied().unwrap_or(0.0);
@@ -424,7 +504,11 @@ fn unpermute_gguf_qk(m: &mut Matrix, heads: usize, head_dim: usize) {
 }
 
 /// The tensor's info after checking its (outermost-first) shape.
-fn expect_gguf_shape<'a>(g: &'a Gguf, name: &str, shape: &[usize]) -> Result<&'a crate::loader::GgufTensorInfo> {
+fn expect_gguf_shape<'a, T: GgufTensors + ?Sized>(
+    g: &'a T,
+    name: &str,
+    shape: &[usize],
+) -> Result<&'a crate::loader::GgufTensorInfo> {
     let info = g.tensor_info(name)?;
     if info.shape() != shape {
         return Err(Error::Invalid(format!(

@@ -1,11 +1,13 @@
-//! The JS API (web/API.md): adapter facts, loading a model from bytes,
+//! The JS API (web/API.md): adapter facts, loading a model from Blobs or bytes,
 //! streaming generation, and the kernel benchmark.
 
+use crate::blob::BlobSource;
 use crate::convert::{NO_WEBGPU, callback, describe, error, from_js, get, has_webgpu, to_js};
 use deltallm::bench::{self, BenchOptions, Report};
 use deltallm::chat::Message;
-use deltallm::engine::{Engine as CoreEngine, GenerateOptions, ModelFiles};
-use deltallm::model::{DeltaOptions, ModelOptions};
+use deltallm::engine::{Engine as CoreEngine, GenerateOptions, StreamedFiles};
+use deltallm::loader::ByteSource;
+use deltallm::model::{DeltaOptions, ModelOptions, StreamedFile, WeightSource};
 use deltallm::sampler::SamplerConfig;
 use deltallm::{Gpu, GpuOptions};
 use js_sys::{Array, Function, Uint8Array};
@@ -13,6 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::cell::RefCell;
 use wasm_bindgen::prelude::*;
+use web_sys::Blob;
 
 /// Runs when the module is initialised: engine warnings and errors go to
 /// the browser console.
@@ -141,30 +144,43 @@ fn report(on_progress: &Option<Function>, stage: &str, done: usize, total: usize
     }
 }
 
-/// `[{name, bytes}]` copied into the wasm heap, one file at a time.
-fn read_files(files: &JsValue, on_progress: &Option<Function>) -> Result<Vec<(String, Vec<u8>)>, JsError> {
+/// `[{name, blob}]` (read by range while loading) or `[{name, bytes}]`
+/// (copied into the wasm heap, one file at a time).
+fn read_files(files: &JsValue, on_progress: &Option<Function>) -> Result<Vec<StreamedFile>, JsError> {
     if !Array::is_array(files) {
-        return Err(error("Engine.load expects an array of {name, bytes: Uint8Array}"));
+        return Err(error("Engine.load expects an array of {name, blob: Blob} or {name, bytes: Uint8Array}"));
     }
     let files = Array::from(files);
     let total = files.length() as usize;
     let mut out = Vec::with_capacity(total);
     for (i, file) in files.iter().enumerate() {
-        let name = get(&file, "name")
-            .as_string()
-            .ok_or_else(|| error(format!("file {i} has no name (expected {{name, bytes: Uint8Array}})")))?;
+        let name = get(&file, "name").as_string().ok_or_else(|| {
+            error(format!("file {i} has no name (expected {{name, blob: Blob}} or {{name, bytes: Uint8Array}})"))
+        })?;
+        let blob = get(&file, "blob");
         let bytes = get(&file, "bytes");
-        let bytes = if let Some(array) = bytes.dyn_ref::<Uint8Array>() {
-            array.to_vec()
+        let source: Box<dyn ByteSource> = if let Some(blob) = blob.dyn_ref::<Blob>() {
+            Box::new(BlobSource::new(blob.clone()))
+        } else if let Some(array) = bytes.dyn_ref::<Uint8Array>() {
+            Box::new(array.to_vec())
         } else if bytes.is_instance_of::<js_sys::ArrayBuffer>() {
-            Uint8Array::new(&bytes).to_vec()
+            Box::new(Uint8Array::new(&bytes).to_vec())
         } else {
-            return Err(error(format!("{name}: bytes must be a Uint8Array or ArrayBuffer")));
+            return Err(error(format!("{name}: give blob (a Blob or File) or bytes (a Uint8Array or ArrayBuffer)")));
         };
-        out.push((name, bytes));
+        out.push(StreamedFile { name, source });
         report(on_progress, "read", i + 1, total);
     }
     Ok(out)
+}
+
+/// The wasm module's memory in bytes. Wasm memory only grows, so this is
+/// the most the module has held since it started.
+fn wasm_memory_bytes() -> f64 {
+    wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .map(|m| m.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64)
+        .unwrap_or(0.0)
 }
 
 /// A model on the page's GPU with its tokenizer and chat template.
@@ -211,31 +227,32 @@ struct BenchRequest {
 
 #[wasm_bindgen]
 impl Engine {
-    /// Parse the files, open the GPU and upload the weights, reporting
+    /// Read the headers, config and tokenizer, open the GPU, then read and
+    /// upload the weights one layer at a time, reporting
     /// `onProgress(stage, done, total)` with stages "read" (per file),
     /// "parse", "device" and "upload" (per layer).
     pub async fn load(files: JsValue, on_progress: JsValue) -> Result<Engine, JsError> {
         let on_progress = callback(&on_progress);
         let files = read_files(&files, &on_progress)?;
         report(&on_progress, "parse", 0, 1);
-        let model_files = ModelFiles::from_bytes(files).map_err(error)?;
+        let model_files = StreamedFiles::open(files).await.map_err(error)?;
         report(&on_progress, "parse", 1, 1);
         report(&on_progress, "device", 0, 1);
         let gpu = open_gpu().await?;
         report(&on_progress, "device", 1, 1);
         // DeltaLLM's caches are allocated at load, so generate() can switch it
         // on; Θ = 0 keeps the full K cache that dense attention reads.
-        let architecture = model_files.weights.config.architecture;
+        let architecture = model_files.weights.config().architecture;
         let delta = DeltaOptions { threshold: 0.0, ..DeltaOptions::for_architecture(architecture) };
         let options = ModelOptions { delta: Some(delta), ..Default::default() };
         let mut upload = |done: usize, total: usize| report(&on_progress, "upload", done, total);
-        let mut engine = CoreEngine::new_async(gpu, model_files, options, &mut upload).await.map_err(error)?;
+        let mut engine = CoreEngine::new_streamed_async(gpu, model_files, options, &mut upload).await.map_err(error)?;
         engine.model.use_dense_attention(&engine.gpu).map_err(error)?;
         Ok(Engine { inner: RefCell::new(Some(engine)) })
     }
 
     /// `{arch, layers, hidden, heads, kvHeads, vocab, context, hasTokenizer,
-    /// hasChatTemplate, adapter}`.
+    /// hasChatTemplate, adapter, wasmMemoryBytes}`.
     pub fn info(&self) -> Result<JsValue, JsError> {
         let inner = self.inner.borrow();
         let engine = inner.as_ref().ok_or_else(|| error(BUSY))?;
@@ -251,6 +268,7 @@ impl Engine {
             "hasTokenizer": engine.tokenizer.is_some(),
             "hasChatTemplate": engine.chat_template.is_some(),
             "adapter": engine.gpu.info.name,
+            "wasmMemoryBytes": wasm_memory_bytes(),
         }))
     }
 

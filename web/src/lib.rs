@@ -15,6 +15,8 @@
 #[cfg(target_arch = "wasm32")]
 mod api;
 #[cfg(target_arch = "wasm32")]
+mod blob;
+#[cfg(target_arch = "wasm32")]
 mod convert;
 
 #[cfg(target_arch = "wasm32")]

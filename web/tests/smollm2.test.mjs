@@ -2,7 +2,7 @@
 // file. Skipped where models/fetch-smollm2.sh has not put it in models/cache.
 
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { generate, launch, MOCK, nativeTokens, screenshot, SMOLLM2, TIMEOUT_MS, url, waitForState } from './support.mjs';
 
@@ -27,6 +27,12 @@ test('SmolLM2 from a local .gguf chats with the native engine\'s tokens', {
   await waitForState(page, 'ready');
   const info = await page.evaluate(() => window.deltallm.info);
   assert.equal(info.hasChatTemplate, true);
+  // The file is read by range, one tensor at a time, and uploaded layer by layer: the wasm heap never held it.
+  const fileBytes = statSync(SMOLLM2).size;
+  console.log(`SmolLM2: wasm memory ${info.wasmMemoryBytes} bytes after loading a ${fileBytes}-byte file`);
+  assert.ok(info.wasmMemoryBytes > 0, 'engine.info() reports the wasm memory');
+  assert.ok(info.wasmMemoryBytes < fileBytes,
+    `the wasm memory (${info.wasmMemoryBytes} bytes) is not below the file's size (${fileBytes} bytes)`);
   assert.equal(await page.isChecked('#raw'), false, 'a model with a chat template chats through it');
 
   const question = 'What is the capital of France?';

@@ -132,14 +132,16 @@ async function openCache() {
   }
 }
 
-// Fetch one file as bytes, with per-file progress. `optional` files may be missing (404): then null.
+// Fetch one file as a Blob, with per-file progress. `optional` files may be missing (404): then null.
+// A Blob, not bytes: the browser keeps a large one on disk, and the engine reads it by range one tensor at a
+// time, so neither the JS heap nor the wasm heap ever holds a whole model file.
 async function fetchFile(url, name, { optional = false } = {}) {
   const cache = await openCache();
   const cached = cache && await cache.match(url);
   if (cached) {
-    const bytes = new Uint8Array(await cached.arrayBuffer());
-    showProgress(name, bytes.length, bytes.length, `${formatBytes(bytes.length)} (from the cache)`);
-    return bytes;
+    const blob = await cached.blob();
+    showProgress(name, blob.size, blob.size, `${formatBytes(blob.size)} (from the cache)`);
+    return blob;
   }
   let response;
   try {
@@ -152,50 +154,55 @@ async function fetchFile(url, name, { optional = false } = {}) {
     if (optional && response.status === 404) return null;
     throw new Error(`HTTP ${response.status} ${response.statusText} fetching ${url}`);
   }
-  const bytes = await readWithProgress(response, name);
   if (cache) {
-    // A full quota must not stop the model from loading; the next visit just downloads again.
+    // The body streams into the cache; the Blob then comes back from the cache, backed by its storage.
     try {
-      await cache.put(url, new Response(bytes, { headers: { 'content-length': String(bytes.length) } }));
+      await cache.put(url, withProgress(response, name));
+      const stored = await cache.match(url);
+      if (stored) return await stored.blob();
     } catch (error) {
+      // A full quota must not stop the model from loading; the next visit just downloads again.
       console.warn(`not cached: ${url}: ${error.message}`);
+      await cache.delete(url).catch(() => {});
     }
+    // The body went into the failed put: fetch it once more, uncached.
+    response = await fetch(url);
+    if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText} fetching ${url}`);
   }
-  return bytes;
+  return withProgress(response, name).blob();
 }
 
-// Read the body chunk by chunk so the progress bar moves; preallocate when the length is known, since a model
-// file can be hundreds of MiB and growing a buffer would hold it twice.
-async function readWithProgress(response, name) {
+// The same response, its body reporting progress as it is read.
+function withProgress(response, name) {
   const encoded = response.headers.get('content-encoding');
   const declared = Number(response.headers.get('content-length')) || 0;
   // A compressed body's length is not the length of the bytes we get.
   const total = encoded && encoded !== 'identity' ? 0 : declared;
-  const reader = response.body.getReader();
-  let buffer = new Uint8Array(total || 1 << 20);
   let received = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    if (received + value.length > buffer.length) {
-      const grown = new Uint8Array(Math.max(buffer.length * 2, received + value.length));
-      grown.set(buffer.subarray(0, received));
-      buffer = grown;
-    }
-    buffer.set(value, received);
-    received += value.length;
-    showProgress(name, received, total, total ? `${formatBytes(received)} / ${formatBytes(total)}` : formatBytes(received));
-  }
-  showProgress(name, received, received, `${formatBytes(received)} downloaded`);
-  return received === buffer.length ? buffer : buffer.slice(0, received);
+  const counter = new TransformStream({
+    transform(chunk, controller) {
+      received += chunk.length;
+      showProgress(name, received, total,
+        total ? `${formatBytes(received)} / ${formatBytes(total)}` : formatBytes(received));
+      controller.enqueue(chunk);
+    },
+    flush() {
+      showProgress(name, received, received, `${formatBytes(received)} downloaded`);
+    },
+  });
+  const headers = new Headers(response.headers);
+  // The cached copy is stored decoded.
+  headers.delete('content-encoding');
+  headers.delete('content-length');
+  return new Response(response.body.pipeThrough(counter), { status: response.status, headers });
 }
 
 // The files of a model under one URL prefix: a list of names, or the safetensors set (one file or shards).
 async function fetchModelFiles(prefix, names) {
   const base = prefix.endsWith('/') ? prefix : prefix + '/';
   const get = async (name, optional) => {
-    const bytes = await fetchFile(base + name, name, { optional });
-    return bytes && { name, bytes };
+    const blob = await fetchFile(base + name, name, { optional });
+    return blob && { name, blob };
   };
   if (names && names.length) {
     const files = [];
@@ -210,7 +217,7 @@ async function fetchModelFiles(prefix, names) {
   }
   const index = await get('model.safetensors.index.json', true);
   if (index) {
-    const weightMap = JSON.parse(new TextDecoder().decode(index.bytes)).weight_map || {};
+    const weightMap = JSON.parse(await index.blob.text()).weight_map || {};
     const shards = [...new Set(Object.values(weightMap))].sort();
     for (const shard of shards) files.push(await get(shard, false));
   } else {
@@ -257,7 +264,7 @@ async function loadModel(source, getFiles) {
   try {
     setStatus(`Fetching ${source} …`);
     const files = await getFiles();
-    const bytes = files.reduce((sum, file) => sum + file.bytes.length, 0);
+    const bytes = files.reduce((sum, file) => sum + file.blob.size, 0);
     setStatus(`Loading ${files.length} file(s), ${formatBytes(bytes)}, into the GPU …`);
     const engine = await wasm.Engine.load(files, (stage, done, total) => {
       showProgress(`load: ${stage}`, done, total, total ? `${done} / ${total}` : `${done}`);
@@ -299,14 +306,11 @@ function loadLocalFiles(fileList) {
     return;
   }
   const label = chosen.length === 1 ? chosen[0].name : `${chosen.length} local files`;
-  return loadModel(label, async () => {
-    const files = [];
-    for (const file of chosen) {
-      files.push({ name: file.name, bytes: new Uint8Array(await file.arrayBuffer()) });
-      showProgress(file.name, file.size, file.size, `${formatBytes(file.size)} read`);
-    }
-    return files;
-  });
+  // A File is a Blob: the engine reads it by range while it loads, never whole.
+  return loadModel(label, async () => chosen.map((file) => {
+    showProgress(file.name, file.size, file.size, formatBytes(file.size));
+    return { name: file.name, blob: file };
+  }));
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ export class Engine {
     if (!config && !files.some((file) => file.name.endsWith('.gguf'))) {
       throw new Error('no config.json and no .gguf among the files');
     }
-    const parsed = config ? JSON.parse(new TextDecoder().decode(config.bytes)) : {};
+    const text = config && (config.blob ? await config.blob.text() : new TextDecoder().decode(config.bytes));
+    const parsed = text ? JSON.parse(text) : {};
     const layers = parsed.num_hidden_layers || 1;
     for (let layer = 1; layer <= layers; layer += 1) {
       onProgress('upload', layer, layers);
