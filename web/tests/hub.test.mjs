@@ -127,6 +127,7 @@ describe('chat page, model by hub repo id (local hub)', { timeout: TIMEOUT_MS * 
     console.log(`status: ${status}`);
     // The hub answers 401 (not 404) for a repo it does not have, so as not to reveal private ones.
     assert.match(status, /^Could not load local\/no-such-model: HTTP 401 Unauthorized fetching /);
+    assert.match(status, /: no such repo on the hub, or it is private or gated/, 'says what a 401 from the hub means');
     assert.ok(status.includes(`${HUB}/local/no-such-model/resolve/main/config.json`), 'names the URL');
     assert.equal(await page.isDisabled('#send'), true, 'no model, nothing to send');
     await screenshot(page, 'hub-no-repo.png');
@@ -137,6 +138,7 @@ describe('chat page, model by hub repo id (local hub)', { timeout: TIMEOUT_MS * 
     await loadThroughForm(page, REPO, 'model.gguf');
     const status = await errorMessage(page);
     assert.match(status, /^Could not load local\/tiny-llama\/model\.gguf: HTTP 404 Not Found fetching /);
+    assert.match(status, /: the repo has no such file/);
     assert.ok(status.includes(`${HUB}/${REPO}/resolve/main/model.gguf`), 'names the URL');
   });
 

@@ -132,6 +132,27 @@ async function openCache() {
   }
 }
 
+// What a failed download means. The hub says which kind of miss it was in X-Error-Code (its CORS headers expose
+// it): it answers 401 RepoNotFound for a repo it does not have *or* one the visitor may not see, and this page
+// downloads anonymously.
+function httpError(response, url) {
+  const base = `HTTP ${response.status} ${response.statusText} fetching ${url}`;
+  switch (response.headers.get('x-error-code')) {
+    case 'RepoNotFound':
+      return `${base}: no such repo on the hub, or it is private or gated (this page downloads without logging ` +
+        'in: pick a public repo, or download the files and open them as local files below)';
+    case 'GatedRepo':
+      return `${base}: the repo is gated (this page downloads without logging in: download the files after ` +
+        'accepting its terms, and open them as local files below)';
+    case 'EntryNotFound':
+      return `${base}: the repo has no such file`;
+    case 'RevisionNotFound':
+      return `${base}: the repo has no such revision`;
+    default:
+      return base;
+  }
+}
+
 // Fetch one file as a Blob, with per-file progress. `optional` files may be missing (404): then null.
 // A Blob, not bytes: the browser keeps a large one on disk, and the engine reads it by range one tensor at a
 // time, so neither the JS heap nor the wasm heap ever holds a whole model file.
@@ -152,7 +173,7 @@ async function fetchFile(url, name, { optional = false } = {}) {
   }
   if (!response.ok) {
     if (optional && response.status === 404) return null;
-    throw new Error(`HTTP ${response.status} ${response.statusText} fetching ${url}`);
+    throw new Error(httpError(response, url));
   }
   if (cache) {
     // The body streams into the cache; the Blob then comes back from the cache, backed by its storage.
@@ -167,7 +188,7 @@ async function fetchFile(url, name, { optional = false } = {}) {
     }
     // The body went into the failed put: fetch it once more, uncached.
     response = await fetch(url);
-    if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText} fetching ${url}`);
+    if (!response.ok) throw new Error(httpError(response, url));
   }
   return withProgress(response, name).blob();
 }
