@@ -377,7 +377,6 @@ impl Engine {
     ) -> Result<Self> {
         let ModelFiles { weights, tokenizer, chat_template } = files;
         let model = Model::load_async(&gpu, &weights, options, progress).await?;
-        drop(weights);
         Ok(Engine { gpu, model, tokenizer, chat_template })
     }
 

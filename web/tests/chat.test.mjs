@@ -5,19 +5,12 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
-  generate, launch, MOCK, nativeTokens, screenshot, TIMEOUT_MS, TINY_LLAMA, TINY_LLAMA_FILES, url, waitForState,
+  assertSameTokens, generate, launch, nativeTokens, screenshot, TIMEOUT_MS, TINY_LLAMA, TINY_LLAMA_FILES, url,
+  waitForState,
 } from './support.mjs';
 
 const PROMPT = 'The quick brown fox';
 const MODEL_URL = `index.html?model=/fixtures/tiny-llama/&files=${TINY_LLAMA_FILES.join(',')}`;
-
-function assertSameTokens(browser, native, what) {
-  console.log(`${what}: browser ${JSON.stringify(browser.tokens)}\n${' '.repeat(what.length)}   native  ` +
-    JSON.stringify(native.tokens));
-  if (MOCK) return; // the mock engine's tokens mean nothing
-  assert.deepEqual(browser.promptTokens, native.prompt_tokens, `${what}: prompt tokens`);
-  assert.deepEqual(browser.tokens, native.tokens, `${what}: generated tokens`);
-}
 
 describe('chat page, model from the URL', { timeout: TIMEOUT_MS * 3 }, () => {
   let browser;

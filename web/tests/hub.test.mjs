@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import {
-  BASE_URL, generate, launch, MOCK, nativeTokens, screenshot, TIMEOUT_MS, TINY_LLAMA_FILES, url, waitForState,
+  assertSameTokens, BASE_URL, generate, launch, MOCK, nativeTokens, screenshot, TIMEOUT_MS, TINY_LLAMA_FILES, url,
+  waitForState,
 } from './support.mjs';
 
 const PROMPT = 'The quick brown fox';
@@ -53,14 +54,6 @@ async function errorMessage(page) {
   const status = await page.textContent('#status');
   assert.doesNotMatch(status, /\n\s+at |\.js:\d+:\d+/, 'a message, not a stack trace');
   return status;
-}
-
-function assertSameTokens(browser, native, what) {
-  console.log(`${what}: browser ${JSON.stringify(browser.tokens)}\n${' '.repeat(what.length)}   native  ` +
-    JSON.stringify(native.tokens));
-  if (MOCK) return; // the mock engine's tokens mean nothing
-  assert.deepEqual(browser.promptTokens, native.prompt_tokens, `${what}: prompt tokens`);
-  assert.deepEqual(browser.tokens, native.tokens, `${what}: generated tokens`);
 }
 
 describe('chat page, model by hub repo id (local hub)', { timeout: TIMEOUT_MS * 4 }, () => {

@@ -9,6 +9,7 @@
 //                      comparisons with the native engine are then skipped)
 
 import { execFileSync } from 'node:child_process';
+import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -120,4 +121,14 @@ export function nativeTokens(prompt, { maxTokens = 16, threshold = 0, chat = fal
   } finally {
     rmSync(runtime, { recursive: true, force: true });
   }
+}
+
+// A browser result's prompt and generated tokens equal the native engine's (logged either way; with the mock
+// engine only logged).
+export function assertSameTokens(browser, native, what) {
+  console.log(`${what}: browser ${JSON.stringify(browser.tokens)}\n${' '.repeat(what.length)}   native  ` +
+    JSON.stringify(native.tokens));
+  if (MOCK) return; // the mock engine's tokens mean nothing
+  assert.deepEqual(browser.promptTokens, native.prompt_tokens, `${what}: prompt tokens`);
+  assert.deepEqual(browser.tokens, native.tokens, `${what}: generated tokens`);
 }
