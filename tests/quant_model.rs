@@ -135,3 +135,17 @@ fn tiny_q8_0_fixture_against_llama_cpp() {
         assert!(between < 6e-2, "native vs dequantized {between:e}");
     }
 }
+
+#[test]
+fn blocks_of_the_wrong_size_are_an_error_on_both_paths() {
+    // A hand-built matrix (its fields are public) whose blocks hold fewer values than rows × cols.
+    let mut weights = tiny_quantized(BlockFormat::Q8_0, 40);
+    if let MatrixData::Quantized { blocks, .. } = &mut weights.layers[1].v_proj.data {
+        blocks.truncate(blocks.len() - 34);
+    }
+    for native_quant in [true, false] {
+        let err = Model::load(gpu(), &weights, options(native_quant)).err().expect("short blocks must not load");
+        let message = err.to_string();
+        assert!(message.contains("layers.1.v_proj"), "native_quant {native_quant}: {message}");
+    }
+}

@@ -113,6 +113,7 @@ struct ErrorSink {
     first: Option<Error>,
     device_lost: Option<String>,
     /// Error scopes closed whose answer has not come yet (browsers only).
+    #[cfg(target_arch = "wasm32")]
     unanswered_scopes: usize,
 }
 

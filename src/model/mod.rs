@@ -119,7 +119,7 @@ impl LinearWeight {
             MatrixData::Quantized { .. } => LinearWeight::Dense(DenseWeight::upload_f32_with_chunk_rows(
                 gpu,
                 label,
-                &m.to_f32(),
+                &m.try_to_f32().map_err(|e| Error::Invalid(format!("weight '{label}': {e}")))?,
                 rows,
                 cols,
                 chunk_rows,

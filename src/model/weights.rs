@@ -49,17 +49,24 @@ pub struct Matrix {
 
 impl Matrix {
     /// The dense values as f32 (ternary values unscaled; blocks dequantized).
-    pub fn to_f32(&self) -> Vec<f32> {
-        match &self.data {
+    /// An error only for blocks that do not hold `rows × cols` values, which
+    /// the loaders rule out but a hand-built matrix may have.
+    pub fn try_to_f32(&self) -> Result<Vec<f32>> {
+        Ok(match &self.data {
             MatrixData::F32(v) => v.clone(),
             MatrixData::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
             MatrixData::Bf16(v) => v.iter().map(|x| x.to_f32()).collect(),
             MatrixData::Ternary { values, .. } => values.iter().map(|&x| x as f32).collect(),
             MatrixData::Quantized { format, blocks } => {
-                crate::loader::quants::dequantize(format.ggml_type(), blocks, self.rows * self.cols)
-                    .expect("quantized matrix blocks were checked at load")
+                crate::loader::quants::dequantize(format.ggml_type(), blocks, self.rows * self.cols)?
             }
-        }
+        })
+    }
+
+    /// [`Matrix::try_to_f32`] for matrices a loader made (the CPU reference
+    /// and tests); panics on blocks of the wrong size.
+    pub fn to_f32(&self) -> Vec<f32> {
+        self.try_to_f32().expect("quantized matrix blocks were checked at load")
     }
 
     pub fn is_ternary(&self) -> bool {

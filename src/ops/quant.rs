@@ -76,7 +76,10 @@ impl QuantWeight {
         cols: u32,
         chunk_rows: Option<u32>,
     ) -> Result<Self> {
-        check_blocks("quant weight", format, blocks.len(), rows as usize, cols as usize)?;
+        check_blocks("quant weight", format, blocks.len(), rows as usize, cols as usize).map_err(|e| match e {
+            Error::Shape { op, message } => Error::Shape { op, message: format!("'{label}': {message}") },
+            other => other,
+        })?;
         // The qs words are the larger of the two buffers of a chunk.
         let row_bytes = (cols as usize / BLOCK * format.words_per_block() * 4) as u64;
         let fit = (gpu.max_binding_bytes() / row_bytes).min(u32::MAX as u64) as u32;
