@@ -15,9 +15,11 @@
 //
 // Entry points are those of matmul_f32.wgsl (keep the two in step), counted
 // in words instead of elements:
-// - `gemv`: a workgroup of 256 = 8 rows x 32 lanes per (token, 8-row group);
-//   lanes read consecutive words, then a tree reduction in workgroup memory.
-//   Linear workgroup index = token * row_groups + row_group.
+// - `gemv`: a workgroup of 256 = 8 slots x 32 lanes per (token, 64-row
+//   group); each slot computes 8 rows together, lanes reading consecutive
+//   words, so every pair of x values loaded serves 8 rows; then a tree
+//   reduction in workgroup memory. Linear workgroup index = token *
+//   row_groups + row_group.
 // - `gemm`: 64 tokens x 64 rows per workgroup of 16 x 16 threads, 4 x 4
 //   outputs each, with x and decoded W tiles of depth 16 in workgroup memory.
 //   Linear workgroup index = token_tile * row_tiles + row_tile.
@@ -48,8 +50,11 @@ fn decode(word: u32) -> vec2<f32> {
 }
 
 const GEMV_LANES: u32 = 32u;
-const GEMV_ROWS: u32 = 8u;
-var<workgroup> gemv_partial: array<f32, 256>;
+const GEMV_SLOTS: u32 = 8u;      // groups of 32 lanes per workgroup
+const GEMV_SLOT_ROWS: u32 = 8u;  // rows each group computes together
+const GEMV_ROWS: u32 = 64u;      // GEMV_SLOTS * GEMV_SLOT_ROWS: rows per workgroup
+var<workgroup> gemv_lo: array<vec4<f32>, 256>;  // rows 0..3 of each lane's slot
+var<workgroup> gemv_hi: array<vec4<f32>, 256>;  // rows 4..7
 
 @compute @workgroup_size(256)
 fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -62,32 +67,51 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let token = index / row_groups;
     let slot = lid / GEMV_LANES;
     let lane = lid % GEMV_LANES;
-    let row = (index % row_groups) * GEMV_ROWS + slot;
-
-    var sum = 0.0;
-    if (row < params.rows) {
-        let w_base = row * params.row_words;
-        let x_base = token * params.k;
-        let full_words = params.k / 2u;
-        for (var j = lane; j < full_words; j += GEMV_LANES) {
-            let pair = decode(w[w_base + j]);
-            sum += pair.x * x[x_base + 2u * j] + pair.y * x[x_base + 2u * j + 1u];
-        }
-        // An odd k leaves one real weight in the last word; x has no partner for its pad.
-        if (lane == 0u && (params.k & 1u) == 1u) {
-            sum += decode(w[w_base + full_words]).x * x[x_base + params.k - 1u];
-        }
+    let first = (index % row_groups) * GEMV_ROWS + slot * GEMV_SLOT_ROWS;
+    // Rows past the end load the last row again and are never written.
+    var base: array<u32, 8>;
+    for (var r = 0u; r < GEMV_SLOT_ROWS; r++) {
+        base[r] = min(first + r, params.rows - 1u) * params.row_words;
     }
-    gemv_partial[lid] = sum;
+    let x_base = token * params.k;
+    let full_words = params.k / 2u;
+    var lo = vec4<f32>(0.0);
+    var hi = vec4<f32>(0.0);
+    for (var j = lane; j < full_words; j += GEMV_LANES) {
+        let xv = vec2<f32>(x[x_base + 2u * j], x[x_base + 2u * j + 1u]);
+        lo += vec4<f32>(dot(decode(w[base[0] + j]), xv), dot(decode(w[base[1] + j]), xv),
+                        dot(decode(w[base[2] + j]), xv), dot(decode(w[base[3] + j]), xv));
+        hi += vec4<f32>(dot(decode(w[base[4] + j]), xv), dot(decode(w[base[5] + j]), xv),
+                        dot(decode(w[base[6] + j]), xv), dot(decode(w[base[7] + j]), xv));
+    }
+    // An odd k leaves one real weight in the last word; x has no partner for its pad.
+    if (lane == 0u && (params.k & 1u) == 1u) {
+        let xl = x[x_base + params.k - 1u];
+        lo += xl * vec4<f32>(decode(w[base[0] + full_words]).x, decode(w[base[1] + full_words]).x,
+                             decode(w[base[2] + full_words]).x, decode(w[base[3] + full_words]).x);
+        hi += xl * vec4<f32>(decode(w[base[4] + full_words]).x, decode(w[base[5] + full_words]).x,
+                             decode(w[base[6] + full_words]).x, decode(w[base[7] + full_words]).x);
+    }
+    gemv_lo[lid] = lo;
+    gemv_hi[lid] = hi;
     workgroupBarrier();
     for (var stride = GEMV_LANES / 2u; stride > 0u; stride >>= 1u) {
         if (lane < stride) {
-            gemv_partial[lid] += gemv_partial[lid + stride];
+            gemv_lo[lid] += gemv_lo[lid + stride];
+            gemv_hi[lid] += gemv_hi[lid + stride];
         }
         workgroupBarrier();
     }
-    if (lane == 0u && row < params.rows) {
-        y[token * params.out_stride + params.out_offset + row] = gemv_partial[lid];
+    if (lane == 0u) {
+        let out = token * params.out_stride + params.out_offset + first;
+        for (var r = 0u; r < 4u; r++) {
+            if (first + r < params.rows) {
+                y[out + r] = gemv_lo[lid][r];
+            }
+            if (first + 4u + r < params.rows) {
+                y[out + 4u + r] = gemv_hi[lid][r];
+            }
+        }
     }
 }
 

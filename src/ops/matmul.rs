@@ -252,7 +252,7 @@ impl MatmulKernel {
 }
 
 /// Rows per GEMV workgroup and the GEMM tile side, as in the shaders.
-const GEMV_ROWS: u32 = 8;
+const GEMV_ROWS: u32 = 64;
 const GEMM_TILE: u32 = 64;
 
 #[repr(C)]
