@@ -7,7 +7,6 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::loader::config::ModelConfig;
 use crate::loader::gguf::{Gguf, MAX_STREAMED_HEADER};
-use crate::loader::safetensors::SafeTensors;
 use crate::loader::stream::{ByteSource, read_all};
 use crate::model::{
     DeltaOptions, DeltaReport, LayerPlan, Model, ModelOptions, ModelWeights, PlanSource, RoutingReport, StreamedFile,
@@ -51,27 +50,6 @@ impl ModelFiles {
         }
     }
 
-    /// Load from files held in memory (a browser's downloads or file
-    /// picks), each `(file name, bytes)`: one `.gguf`, or `config.json` +
-    /// `*.safetensors` (+ `tokenizer.json`, `tokenizer_config.json`,
-    /// `generation_config.json`). Names are matched on their last path
-    /// component; other files are ignored. The bytes move into the parsers
-    /// and are freed once the weights are decoded.
-    pub fn from_bytes(files: Vec<(String, Vec<u8>)>) -> Result<Self> {
-        match FileSet::sort(files)? {
-            FileSet::Gguf(name, bytes) => Self::from_gguf(&Gguf::from_named_bytes(&name, bytes)?),
-            FileSet::Hf { config, generation, shards, tokenizer, tokenizer_config } => {
-                let config = hf_config(&config, generation.as_deref())?;
-                let tensors = SafeTensors::from_bytes(shards)?;
-                let weights = ModelWeights::from_safetensors(config, &tensors)?;
-                drop(tensors);
-                let (tokenizer, chat_template) =
-                    hf_tokenizer(&weights.config, tokenizer, tokenizer_config, "the model files")?;
-                Ok(ModelFiles { weights, tokenizer, chat_template })
-            }
-        }
-    }
-
     /// A GGUF's weights, tokenizer and chat template.
     fn from_gguf(gguf: &Gguf) -> Result<Self> {
         let weights = ModelWeights::from_gguf(gguf)?;
@@ -103,9 +81,12 @@ pub struct StreamedFiles {
 }
 
 impl StreamedFiles {
-    /// Open `files` (named as in [`ModelFiles::from_bytes`]: one `.gguf`, or
-    /// `config.json` + `*.safetensors` + tokenizer files). Small files are
-    /// read whole; of the weight files only the headers are read here.
+    /// Open `files`: one `.gguf`, or `config.json` + `*.safetensors` (+
+    /// `tokenizer.json`, `tokenizer_config.json`, `generation_config.json`),
+    /// matched on the last component of their names; other files are
+    /// ignored. Each is any [`ByteSource`]: a file, a browser `Blob`, or bytes
+    /// in memory (`Vec<u8>`). Small files are read whole; of the weight files
+    /// only the headers are read here.
     pub async fn open(files: Vec<StreamedFile>) -> Result<Self> {
         let files = files.into_iter().map(|f| (f.name, f.source)).collect();
         match FileSet::sort(files)? {

@@ -1,10 +1,10 @@
-//! Loading a model from bytes in memory (what the browser does) gives the
-//! same engine as loading it from its files, and bad file sets are clear
-//! errors. Also the async generation against its blocking wrapper, and the
+//! Loading a model from bytes in memory through `StreamedFiles` (the
+//! browser's path, with `Vec<u8>` as the byte source) gives the same engine
+//! as loading it from its files, and bad file sets are clear errors. Also the async generation against its blocking wrapper, and the
 //! switch between DeltaLLM and dense attention the web API uses.
 
-use deltallm::engine::{Engine, ModelFiles};
-use deltallm::model::{DeltaOptions, ModelOptions};
+use deltallm::engine::{Engine, ModelFiles, StreamedFiles};
+use deltallm::model::{DeltaOptions, ModelOptions, StreamedFile};
 use deltallm::{Gpu, GpuOptions};
 use std::path::Path;
 
@@ -23,6 +23,12 @@ fn read_dir(dir: &Path) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// `files` opened from memory, as the browser opens its downloads.
+fn from_bytes(files: Vec<(String, Vec<u8>)>) -> deltallm::Result<StreamedFiles> {
+    let files = files.into_iter().map(|(name, bytes)| StreamedFile { name, source: Box::new(bytes) }).collect();
+    pollster::block_on(StreamedFiles::open(files))
+}
+
 fn greedy(engine: &mut Engine, prompt: &str, n: usize) -> Vec<u32> {
     let ids = engine.encode(prompt).unwrap();
     let options = engine.default_options(n);
@@ -38,8 +44,7 @@ fn safetensors_folder_from_bytes_generates_like_from_files() {
     let dir = fixture("tiny-llama");
     let mut from_files = Engine::new(new_gpu(), ModelFiles::load(&dir).unwrap(), ModelOptions::default()).unwrap();
     let files = read_dir(&dir);
-    let mut from_bytes =
-        Engine::new(new_gpu(), ModelFiles::from_bytes(files).unwrap(), ModelOptions::default()).unwrap();
+    let mut from_bytes = Engine::new_streamed(new_gpu(), from_bytes(files).unwrap(), ModelOptions::default()).unwrap();
     assert!(from_bytes.tokenizer.is_some() && from_bytes.chat_template.is_some());
     let expected = greedy(&mut from_files, "Hello", 8);
     assert_eq!(greedy(&mut from_bytes, "Hello", 8), expected);
@@ -54,8 +59,7 @@ fn gguf_from_bytes_generates_like_from_file() {
         ("some/dir/tiny.gguf".to_string(), std::fs::read(&path).unwrap()),
         ("README.md".to_string(), b"hi".to_vec()),
     ];
-    let mut from_bytes =
-        Engine::new(new_gpu(), ModelFiles::from_bytes(files).unwrap(), ModelOptions::default()).unwrap();
+    let mut from_bytes = Engine::new_streamed(new_gpu(), from_bytes(files).unwrap(), ModelOptions::default()).unwrap();
     let ids = vec![1, 5, 9, 30];
     let options = from_file.default_options(6);
     let expected = from_file.generate(&ids, &options, |_| Ok(())).unwrap().tokens;
@@ -64,7 +68,7 @@ fn gguf_from_bytes_generates_like_from_file() {
 
 #[test]
 fn bad_file_sets_are_clear_errors() {
-    let message = |files: Vec<(String, Vec<u8>)>| match ModelFiles::from_bytes(files) {
+    let message = |files: Vec<(String, Vec<u8>)>| match from_bytes(files) {
         Ok(_) => panic!("loaded a bad file set"),
         Err(e) => e.to_string(),
     };
