@@ -19,6 +19,8 @@ echo "== GPU kernel and DeltaLLM model tests, GL backend =="
 WGPU_BACKEND=gl cargo test --release --test kernels --test bench --test delta_model
 
 echo "== the engine and its browser bindings compile for wasm32 =="
+# Installs the wasm32 target and the pinned wasm-bindgen-cli when missing.
+bash web/tools.sh >/dev/null
 cargo check -p deltallm-web --target wasm32-unknown-unknown
 
 # The web page and the benchmark page in headless Chromium on SwiftShader's

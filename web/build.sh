@@ -1,25 +1,17 @@
 #!/usr/bin/env bash
 # Build the wasm engine and its JS glue into web/www/pkg/ (deltallm_web.js,
-# deltallm_web_bg.wasm). Installs wasm-bindgen-cli at the exact version of
-# the wasm-bindgen crate when it is missing or differs.
+# deltallm_web_bg.wasm). web/tools.sh installs the wasm32 target and
+# wasm-bindgen-cli at the exact version of the wasm-bindgen crate when they
+# are missing or differ.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-WASM_BINDGEN_VERSION=0.2.130   # = the wasm-bindgen pin in web/Cargo.toml
 PROFILE=wasm-release           # the root Cargo.toml: release + opt-level s + LTO
 TARGET=wasm32-unknown-unknown
 
-if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
-    rustup target add "$TARGET"
-fi
-if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
-    echo "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (once; takes a few minutes)" >&2
-    # --locked pins the CLI's own dependencies; fall back to a fresh
-    # resolution when the registry lacks one of the locked versions.
-    cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --locked \
-        || cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
-fi
+# The wasm32 target and the pinned wasm-bindgen-cli, installed when missing.
+WASM_BINDGEN="$(bash web/tools.sh)"
 
 cargo build -p deltallm-web --profile "$PROFILE" --target "$TARGET"
-wasm-bindgen --target web --out-dir web/www/pkg "target/$TARGET/$PROFILE/deltallm_web.wasm"
+"$WASM_BINDGEN" --target web --out-dir web/www/pkg "target/$TARGET/$PROFILE/deltallm_web.wasm"
 ls -l web/www/pkg/deltallm_web_bg.wasm | awk '{printf "web/www/pkg/deltallm_web_bg.wasm: %.1f MB\n", $5 / 1e6}'
