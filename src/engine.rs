@@ -8,12 +8,10 @@ use crate::gpu::Gpu;
 use crate::loader::config::ModelConfig;
 use crate::loader::gguf::{Gguf, MAX_STREAMED_HEADER};
 use crate::loader::stream::{ByteSource, read_all};
-use crate::model::{
-    DeltaOptions, DeltaReport, LayerPlan, Model, ModelOptions, ModelWeights, PlanSource, RoutingReport, StreamedFile,
-    StreamedWeights, WeightSource,
-};
+use crate::model::{DeltaOptions, DeltaReport, LayerPlan, Model, ModelOptions, PlanSource, RoutingReport};
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tokenizer::{GgufVocab, Tokenizer};
+use crate::weights::{ModelWeights, StreamedFile, StreamedWeights, WeightSource};
 use std::path::Path;
 
 /// Everything read from a model's files, before the GPU is involved.

@@ -10,14 +10,17 @@ pub mod error;
 /// Evaluation runs from the command line (files, blocking reads): native only.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod eval;
+pub mod format;
 pub mod gpu;
 pub mod hub;
 pub mod loader;
 pub mod model;
 pub mod ops;
+pub mod routing;
 pub mod sampler;
 pub mod shaders;
 pub mod tokenizer;
+pub mod weights;
 
 pub use chat::{ChatTemplate, Message};
 pub use error::{Error, Result};

@@ -6,7 +6,8 @@
 mod support;
 use support::{argmax, bitnet_i2_s_gguf as to_gguf, rel_l2};
 
-use deltallm::model::{Model, ModelOptions, ModelWeights};
+use deltallm::model::{Model, ModelOptions};
+use deltallm::weights::ModelWeights;
 use deltallm::{Gpu, GpuOptions};
 use std::path::Path;
 

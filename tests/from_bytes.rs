@@ -4,7 +4,8 @@
 //! switch between DeltaLLM and dense attention the web API uses.
 
 use deltallm::engine::{Engine, ModelFiles, StreamedFiles};
-use deltallm::model::{DeltaOptions, ModelOptions, StreamedFile};
+use deltallm::model::{DeltaOptions, ModelOptions};
+use deltallm::weights::StreamedFile;
 use deltallm::{Gpu, GpuOptions};
 use std::path::Path;
 

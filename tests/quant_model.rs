@@ -7,9 +7,11 @@ mod support;
 use support::{TOKENS, gpu};
 use support::{argmax, rel_l2};
 
-use deltallm::cpu::quant::{BlockFormat, quantize_blocks};
+use deltallm::cpu::quant::quantize_blocks;
+use deltallm::format::blocks::BlockFormat;
 use deltallm::loader::config::Architecture;
-use deltallm::model::{Matrix, MatrixData, Model, ModelOptions, ModelWeights, synthetic};
+use deltallm::model::{Model, ModelOptions};
+use deltallm::weights::{Matrix, MatrixData, ModelWeights, synthetic};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::OnceLock;

@@ -11,8 +11,11 @@ use support::{assert_decoding_creates_no_pipelines, rel_l2};
 use deltallm::cpu::model::{forward_all_planned, forward_all_routed};
 use deltallm::loader::config::Architecture;
 use deltallm::loader::safetensors::SafeTensors;
-use deltallm::model::routing::{ROUTER_ACTIONS, ROUTER_HIDDEN, Router, window_means};
-use deltallm::model::{LayerAction, LayerPlan, Model, ModelOptions, ModelWeights, PlanSource, Routers, synthetic};
+use deltallm::model::{Model, ModelOptions};
+use deltallm::routing::{
+    LayerAction, LayerPlan, PlanSource, ROUTER_ACTIONS, ROUTER_HIDDEN, Router, Routers, window_means,
+};
+use deltallm::weights::{ModelWeights, synthetic};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 const HIDDEN: usize = 96;

@@ -13,8 +13,9 @@ use deltallm::loader::gguf::{GgufBuilder, GgufValue, MAX_STREAMED_HEADER};
 use deltallm::loader::quants::GgmlType;
 use deltallm::loader::stream::FileSource;
 use deltallm::loader::{ByteSource, LocalFuture};
-use deltallm::model::{
-    LayerWeights, Matrix, Model, ModelOptions, ModelWeights, StreamedFile, StreamedWeights, WeightFormats, WeightSource,
+use deltallm::model::{Model, ModelOptions};
+use deltallm::weights::{
+    LayerWeights, Matrix, ModelWeights, StreamedFile, StreamedWeights, WeightFormats, WeightSource,
 };
 use deltallm::{Error, Result};
 use std::borrow::Cow;

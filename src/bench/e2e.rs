@@ -25,9 +25,9 @@ use super::timer::percentile;
 use super::{BenchOptions, E2eRow};
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::model::synthetic;
-use crate::model::weights::{Matrix, MatrixData, ModelWeights};
 use crate::model::{DeltaOptions, LayerAction, LayerPlan, Model, ModelOptions};
+use crate::weights::synthetic;
+use crate::weights::{Matrix, MatrixData, ModelWeights};
 use half::bf16;
 use web_time::Instant;
 

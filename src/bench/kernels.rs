@@ -12,9 +12,10 @@
 use super::copy::Copy;
 use super::timer::{Repetitions, Timer};
 use super::{BenchOptions, KernelRow};
-use crate::cpu::quant::{BlockFormat, quantize_blocks};
-use crate::cpu::ternary::ScaleConvention;
+use crate::cpu::quant::quantize_blocks;
 use crate::error::Result;
+use crate::format::blocks::BlockFormat;
+use crate::format::ternary::ScaleConvention;
 use crate::gpu::{Dispatch, Gpu};
 use crate::ops::RmsNorm;
 use crate::ops::attention::{Attention, KvCache};

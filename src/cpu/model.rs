@@ -8,14 +8,14 @@
 //! substituted for keys outside the window and sinks.
 //!
 //! [`forward_all_planned`] and [`forward_all_routed`] apply a layer plan
-//! (Dr.LLM routing, [`crate::model::routing`]): a skipped layer is the
+//! (Dr.LLM routing, [`crate::routing`]): a skipped layer is the
 //! identity, a repeated one runs twice, its second pass attending over the
 //! keys and values of that second pass only.
 
 use crate::cpu::{attention, delta, elementwise, matmul, quant, rmsnorm, rope, ternary};
 use crate::loader::config::{Activation, ModelConfig};
-use crate::model::routing::{LayerAction, LayerPlan, Routers};
-use crate::model::weights::{LayerWeights, Matrix, MatrixData, ModelWeights};
+use crate::routing::{LayerAction, LayerPlan, Routers};
+use crate::weights::{LayerWeights, Matrix, MatrixData, ModelWeights};
 
 /// `y = x · Wᵀ` for `tokens` rows of x: BitLinear for ternary weights
 /// (per-token int8 activations), llama.cpp's Q8 block arithmetic for GGUF
@@ -132,7 +132,7 @@ fn forward_with_attention(
     let c: &ModelConfig = &weights.config;
     let t = tokens.len();
     let (hidden, eps) = (c.hidden_size, c.rms_norm_eps);
-    let table = rope::rope_table(&weights.rope_inv_freq, t.max(1));
+    let table = crate::format::rope::rope_table(&weights.rope_inv_freq, t.max(1));
     let embed = weights.embed_tokens.to_f32();
     let mut h: Vec<f32> =
         tokens.iter().flat_map(|&id| embed[id as usize * hidden..(id as usize + 1) * hidden].to_vec()).collect();

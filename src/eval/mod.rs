@@ -23,7 +23,8 @@ pub mod sweep;
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::model::delta::{DeltaCounts, KCacheBytes, Phases, Sparsity};
-use crate::model::{DeltaReport, Model, ModelWeights};
+use crate::model::{DeltaReport, Model};
+use crate::weights::ModelWeights;
 use serde::Serialize;
 
 pub use progress::Progress;

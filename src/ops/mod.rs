@@ -10,11 +10,13 @@ pub mod delta;
 pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
+pub mod op;
 pub mod quant;
 pub mod rmsnorm;
 pub mod rope;
 pub mod sampling;
 pub mod ternary;
+pub use op::{Op, Step};
 pub use rmsnorm::RmsNorm;
 
 use crate::error::{Error, Result};

@@ -11,7 +11,7 @@
 //! GPU layouts (the shader headers have the details):
 //! - weights: per chunk of rows, u32 `[K/32 · words_per_block][rows]` of the
 //!   blocks' `qs` bytes, row-interleaved, plus f32 `d` (and `m`) per block
-//!   ([`crate::cpu::quant::pack_gpu`]);
+//!   ([`crate::format::blocks::pack_gpu`]);
 //! - activations: u32 `[rows][K/4]` of int8, `x_scales` vec2<f32>
 //!   `[rows][K/32]` of (d, s), `x_sum` i32 `[rows][K/32]`.
 //!
@@ -20,8 +20,8 @@
 //! each chunk's dispatch writes its own columns of the output.
 
 use super::check_len;
-use crate::cpu::quant::{BLOCK, BlockFormat, check_blocks, pack_gpu};
 use crate::error::{Error, Result};
+use crate::format::blocks::{BLOCK, BlockFormat, check_blocks, pack_gpu};
 use crate::gpu::{Dispatch, Gpu, GpuBuffer, KernelKey};
 
 /// Output rows per workgroup of both entry points (`WG * ROWS` in the shader).

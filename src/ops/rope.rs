@@ -6,8 +6,8 @@
 //! q/k buffers for the tokens of a step.
 
 use super::check_len;
-use crate::cpu::rope::{Llama3RopeScaling, rope_inv_freq, rope_table};
 use crate::error::{Error, Result};
+use crate::format::rope::{Llama3RopeScaling, rope_inv_freq, rope_table};
 use crate::gpu::{Dispatch, Gpu, GpuBuffer, KernelKey};
 
 const WORKGROUP: u32 = 256;

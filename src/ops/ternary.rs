@@ -10,17 +10,17 @@
 //! GPU layouts (the shader headers have the details):
 //! - weights: u32 `[K_pad/16][n]`, 16 two-bit codes (w + 1) per word, column
 //!   `16g + 4j + b` at bits `8b + 2j`, K padded to 16 with weight 0
-//!   ([`crate::cpu::ternary::pack_gpu`]);
+//!   ([`crate::format::ternary::pack_gpu`]);
 //! - activations: u32 `[rows][K_pad/4]`, four int8 per word, zero padded
-//!   ([`crate::cpu::ternary::pack_int8_rows`]), plus `x_scale` f32 `[rows]`
+//!   ([`crate::format::ternary::pack_int8_rows`]), plus `x_scale` f32 `[rows]`
 //!   and `x_sum` i32 `[rows]` (the sum of the int8 values of each row).
 
 use super::check_len;
-use crate::cpu::ternary::{CODES_PER_WORD, pack_gpu, padded_k, unpack_hf_packed};
 use crate::error::{Error, Result};
+use crate::format::ternary::{CODES_PER_WORD, pack_gpu, padded_k, unpack_hf_packed};
 use crate::gpu::{Dispatch, Gpu, GpuBuffer, KernelKey};
 
-pub use crate::cpu::ternary::ScaleConvention;
+pub use crate::format::ternary::ScaleConvention;
 
 /// Output rows per workgroup of both entry points (`WG * ROWS` in the shader).
 const ROWS_PER_WORKGROUP: u32 = 64 * 4;
@@ -65,7 +65,7 @@ impl TernaryWeight {
 
     /// Upload a weight as the Hugging Face BitNet release stores it: uint8
     /// `[out_features/4][in_features]`, packed along the output dimension
-    /// (see [`crate::cpu::ternary::unpack_hf_packed`]).
+    /// (see [`crate::format::ternary::unpack_hf_packed`]).
     pub fn from_hf_packed(
         gpu: &Gpu,
         label: &str,

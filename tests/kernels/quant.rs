@@ -1,5 +1,6 @@
 use crate::common::*;
-use deltallm::cpu::quant::{self as cpu_quant, BLOCK, BlockFormat, Q8Rows};
+use deltallm::cpu::quant::{self as cpu_quant, Q8Rows};
+use deltallm::format::blocks::{self as gpu_blocks, BLOCK, BlockFormat};
 use deltallm::ops::quant::{Q8Activations, QuantEmbedding, QuantMatmul, QuantWeight, QuantizeQ8};
 use half::f16;
 use rand::Rng;
@@ -52,7 +53,7 @@ fn gpu_quantize(x: &[f32], rows: u32, k: u32) -> Q8Rows {
     let scales: Vec<f32> = gpu.read(&act.x_scales).unwrap();
     Q8Rows {
         k: k as usize,
-        q: cpu_quant::unpack_q8_rows(&gpu.read::<u32>(&act.x_q).unwrap()),
+        q: gpu_blocks::unpack_q8_rows(&gpu.read::<u32>(&act.x_q).unwrap()),
         d: scales.iter().step_by(2).copied().collect(),
         s: scales.iter().skip(1).step_by(2).copied().collect(),
         sum: gpu.read(&act.x_sum).unwrap(),
@@ -93,7 +94,7 @@ fn quantize_q8_rounds_ties_to_even_and_handles_zero_blocks() {
 fn upload_q8(q8: &Q8Rows, rows: u32) -> Q8Activations {
     let gpu = gpu();
     let act = Q8Activations::new(gpu, "act", rows, q8.k as u32).unwrap();
-    gpu.write(&act.x_q, 0, bytemuck::cast_slice(&cpu_quant::pack_q8_rows(&q8.q)));
+    gpu.write(&act.x_q, 0, bytemuck::cast_slice(&gpu_blocks::pack_q8_rows(&q8.q)));
     let scales: Vec<f32> = q8.d.iter().zip(&q8.s).flat_map(|(&d, &s)| [d, s]).collect();
     gpu.write(&act.x_scales, 0, bytemuck::cast_slice(&scales));
     gpu.write(&act.x_sum, 0, bytemuck::cast_slice(&q8.sum));

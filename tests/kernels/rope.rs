@@ -1,5 +1,6 @@
 use crate::common::*;
-use deltallm::cpu::rope::{Llama3RopeScaling, apply_rope, rope_inv_freq, rope_table};
+use deltallm::cpu::rope::apply_rope;
+use deltallm::format::rope::{Llama3RopeScaling, rope_inv_freq, rope_table};
 use deltallm::ops::rope::{Rope, RopeTable};
 
 /// Two f32 products and a sum per element against an f64 reference.

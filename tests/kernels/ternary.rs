@@ -1,5 +1,6 @@
 use crate::common::*;
-use deltallm::cpu::ternary::{self as cpu_ternary, ScaleConvention};
+use deltallm::cpu::ternary as cpu_ternary;
+use deltallm::format::ternary::{self as ternary_layout, ScaleConvention};
 use deltallm::ops::ternary::{Int8Activations, QuantizeInt8, TernaryMatmul, TernaryWeight};
 use rand::Rng;
 
@@ -23,13 +24,13 @@ fn hf_packing_round_trips_and_follows_the_release_layout() {
     let mut rng = rng(10);
     for &(out, inp) in &[(4usize, 1usize), (8, 5), (36, 70), (128, 33)] {
         let w = random_ternary(&mut rng, out * inp);
-        let packed = cpu_ternary::pack_hf_packed(&w, out, inp).unwrap();
+        let packed = ternary_layout::pack_hf_packed(&w, out, inp).unwrap();
         assert_eq!(packed.len(), out / 4 * inp);
-        assert_eq!(cpu_ternary::unpack_hf_packed(&packed, out, inp).unwrap(), w);
+        assert_eq!(ternary_layout::unpack_hf_packed(&packed, out, inp).unwrap(), w);
     }
     // W[i·R + r][c] = ((P[r][c] >> 2i) & 3) − 1, with R = out/4 = 2 here.
     let packed = [0b10_01_00_10u8, 0b00_00_00_01, 0b01_01_01_01, 0b10_10_10_10];
-    let w = cpu_ternary::unpack_hf_packed(&packed, 8, 2).unwrap();
+    let w = ternary_layout::unpack_hf_packed(&packed, 8, 2).unwrap();
     #[rustfmt::skip]
     let expected: [i8; 16] = [
         1, 0,    // row 0 = plane 0 of P[0]
@@ -46,12 +47,12 @@ fn hf_packing_round_trips_and_follows_the_release_layout() {
 
 #[test]
 fn hf_packing_rejects_bad_input() {
-    assert!(cpu_ternary::unpack_hf_packed(&[0u8; 6], 8, 2).is_err(), "wrong length");
-    assert!(cpu_ternary::unpack_hf_packed(&[0u8; 6], 6, 4).is_err(), "out not a multiple of 4");
-    assert!(cpu_ternary::unpack_hf_packed(&[0b11_00_00_00u8, 0], 4, 2).is_err(), "code 3");
-    assert!(cpu_ternary::pack_hf_packed(&[0i8; 12], 6, 2).is_err(), "out not a multiple of 4");
-    assert!(cpu_ternary::pack_hf_packed(&[0i8; 7], 4, 2).is_err(), "wrong length");
-    assert!(cpu_ternary::pack_hf_packed(&[2i8; 8], 4, 2).is_err(), "not ternary");
+    assert!(ternary_layout::unpack_hf_packed(&[0u8; 6], 8, 2).is_err(), "wrong length");
+    assert!(ternary_layout::unpack_hf_packed(&[0u8; 6], 6, 4).is_err(), "out not a multiple of 4");
+    assert!(ternary_layout::unpack_hf_packed(&[0b11_00_00_00u8, 0], 4, 2).is_err(), "code 3");
+    assert!(ternary_layout::pack_hf_packed(&[0i8; 12], 6, 2).is_err(), "out not a multiple of 4");
+    assert!(ternary_layout::pack_hf_packed(&[0i8; 7], 4, 2).is_err(), "wrong length");
+    assert!(ternary_layout::pack_hf_packed(&[2i8; 8], 4, 2).is_err(), "not ternary");
 }
 
 #[test]
@@ -59,22 +60,22 @@ fn gpu_packing_round_trips_and_pads_with_weight_zero() {
     let mut rng = rng(11);
     for &(n, k) in &[(1usize, 1usize), (3, 16), (5, 17), (37, 70), (2, 300)] {
         let w = random_ternary(&mut rng, n * k);
-        let words = cpu_ternary::pack_gpu(&w, n, k).unwrap();
+        let words = ternary_layout::pack_gpu(&w, n, k).unwrap();
         assert_eq!(words.len(), n * k.div_ceil(16));
-        assert_eq!(cpu_ternary::unpack_gpu(&words, n, k).unwrap(), w);
+        assert_eq!(ternary_layout::unpack_gpu(&words, n, k).unwrap(), w);
         // Padding columns carry code 1 (weight 0).
-        let padded = cpu_ternary::unpack_gpu(&words, n, cpu_ternary::padded_k(k)).unwrap();
-        let kp = cpu_ternary::padded_k(k);
+        let padded = ternary_layout::unpack_gpu(&words, n, ternary_layout::padded_k(k)).unwrap();
+        let kp = ternary_layout::padded_k(k);
         assert!((0..n).all(|r| padded[r * kp + k..(r + 1) * kp].iter().all(|&v| v == 0)));
     }
     // Column 4j + b of a group at bits 8b + 2j: column 5 (j 1, b 1) → bits 10..11.
     let mut w = vec![0i8; 16];
     w[5] = 1;
-    let words = cpu_ternary::pack_gpu(&w, 1, 16).unwrap();
+    let words = ternary_layout::pack_gpu(&w, 1, 16).unwrap();
     assert_eq!(words[0], 0x5555_5555 + (1 << 10));
-    assert!(cpu_ternary::pack_gpu(&[0i8; 5], 2, 3).is_err());
-    assert!(cpu_ternary::pack_gpu(&[3i8; 6], 2, 3).is_err());
-    assert!(cpu_ternary::unpack_gpu(&[0u32; 3], 2, 17).is_err());
+    assert!(ternary_layout::pack_gpu(&[0i8; 5], 2, 3).is_err());
+    assert!(ternary_layout::pack_gpu(&[3i8; 6], 2, 3).is_err());
+    assert!(ternary_layout::unpack_gpu(&[0u32; 3], 2, 17).is_err());
 }
 
 #[test]
@@ -95,10 +96,10 @@ fn cpu_quantization_and_scales_follow_the_formula() {
     let div = cpu_ternary::scale_output(&[254], &[127.0], 1, 2.0, ScaleConvention::Divide);
     let mul = cpu_ternary::scale_output(&[254], &[127.0], 1, 2.0, ScaleConvention::Multiply);
     assert_eq!((div[0], mul[0]), (1.0, 4.0));
-    let words = cpu_ternary::pack_int8_rows(&[1, -1, 127, -128, 5], 5);
+    let words = ternary_layout::pack_int8_rows(&[1, -1, 127, -128, 5], 5);
     assert_eq!(words.len(), 4);
     assert_eq!(words[0], 0x80_7f_ff_01);
-    assert_eq!(cpu_ternary::unpack_int8_rows(&words, 1, 5), vec![1, -1, 127, -128, 5]);
+    assert_eq!(ternary_layout::unpack_int8_rows(&words, 1, 5), vec![1, -1, 127, -128, 5]);
 }
 
 // ---------------------------------------------------------------- GPU
@@ -119,7 +120,7 @@ fn gpu_quantize(x: &[f32], m: u32, k: u32) -> (Vec<i8>, Vec<f32>, Vec<i32>) {
         bytes[k as usize..].iter().all(|&b| b == 0)
     });
     assert!(padding_ok, "padding of x_q is not zero");
-    let x_q = cpu_ternary::unpack_int8_rows(&words, m as usize, k as usize);
+    let x_q = ternary_layout::unpack_int8_rows(&words, m as usize, k as usize);
     (x_q, gpu.read(&act.x_scale).unwrap(), gpu.read(&act.x_sum).unwrap())
 }
 
@@ -151,7 +152,7 @@ fn quantize_int8_rounds_ties_to_even() {
 fn gpu_raw_accumulators(x_q: &[i8], w: &[i8], m: u32, n: u32, k: u32) -> Vec<i32> {
     let gpu = gpu();
     let act = Int8Activations::new(gpu, "act", m, k).unwrap();
-    gpu.write(&act.x_q, 0, bytemuck::cast_slice(&cpu_ternary::pack_int8_rows(x_q, k as usize)));
+    gpu.write(&act.x_q, 0, bytemuck::cast_slice(&ternary_layout::pack_int8_rows(x_q, k as usize)));
     gpu.write(&act.x_scale, 0, bytemuck::cast_slice(&vec![1.0f32; m as usize]));
     let sums: Vec<i32> = x_q.chunks_exact(k as usize).map(|r| r.iter().map(|&v| v as i32).sum()).collect();
     gpu.write(&act.x_sum, 0, bytemuck::cast_slice(&sums));
@@ -238,7 +239,7 @@ fn weight_from_hf_packed_bytes_matches_the_unpacked_matrix() {
     let mut rng = rng(41);
     let (m, n, k) = (3u32, 36u32, 70u32);
     let w = random_ternary(&mut rng, (n * k) as usize);
-    let packed = cpu_ternary::pack_hf_packed(&w, n as usize, k as usize).unwrap();
+    let packed = ternary_layout::pack_hf_packed(&w, n as usize, k as usize).unwrap();
     let weight = TernaryWeight::from_hf_packed(gpu, "w", &packed, n, k, 1.7, ScaleConvention::Divide).unwrap();
     let x = random_activations(&mut rng, (m * k) as usize);
     let got = gpu_bitlinear(&x, &weight, m, m);

@@ -6,8 +6,8 @@
 use deltallm::loader::config::Architecture;
 use deltallm::loader::gguf::{GgufBuilder, GgufValue};
 use deltallm::loader::quants::{GgmlType, I2_S_BLOCK, I2_S_TAIL};
-use deltallm::model::{Matrix, MatrixData};
-use deltallm::model::{Model, ModelWeights, synthetic};
+use deltallm::model::Model;
+use deltallm::weights::{Matrix, MatrixData, ModelWeights, synthetic};
 use deltallm::{Gpu, GpuOptions};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

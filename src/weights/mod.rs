@@ -8,9 +8,14 @@
 //! RoPE scaling as `rope_freqs.weight` factors, and may omit `output.weight`
 //! (tied embeddings).
 
-use crate::cpu::quant::{BLOCK, BlockFormat};
-use crate::cpu::ternary::ScaleConvention;
+pub mod source;
+pub mod synthetic;
+
+pub use source::{StreamedFile, StreamedWeights, WeightFormats, WeightSource};
+
 use crate::error::{Error, Result};
+use crate::format::blocks::{BLOCK, BlockFormat};
+use crate::format::ternary::ScaleConvention;
 use crate::loader::config::{Architecture, ModelConfig, WeightScale};
 use crate::loader::gguf::{Gguf, GgufTensors};
 use crate::loader::quants::GgmlType;
@@ -287,7 +292,7 @@ pub(crate) fn hf_norm<T: TensorLookup + ?Sized>(st: &T, c: &ModelConfig) -> Resu
 }
 
 pub(crate) fn hf_rope(c: &ModelConfig) -> Vec<f64> {
-    crate::cpu::rope::rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling.map(rope_scaling))
+    crate::format::rope::rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling.map(rope_scaling))
 }
 
 /// The tensor-name prefix of a llama.cpp layer.
@@ -352,7 +357,7 @@ pub(crate) fn gguf_norm<T: GgufTensors + ?Sized>(g: &T, c: &ModelConfig) -> Resu
 /// RoPE inverse frequencies, with llama.cpp's `rope_freqs.weight` factors when present.
 pub(crate) fn gguf_rope<T: GgufTensors + ?Sized>(g: &T, c: &ModelConfig) -> Result<Vec<f64>> {
     let hd = c.head_dim;
-    let mut rope_inv_freq = crate::cpu::rope::rope_inv_freq(hd, c.rope_theta, c.rope_scaling.map(rope_scaling));
+    let mut rope_inv_freq = crate::format::rope::rope_inv_freq(hd, c.rope_theta, c.rope_scaling.map(rope_scaling));
     if g.has_tensor(GGUF_ROPE_FREQS) {
         // llama.cpp divides the base frequencies by these factors.
         let factors = gguf_vector(g, GGUF_ROPE_FREQS, hd / 2)?;
@@ -389,8 +394,8 @@ pub(crate) fn gguf_linear_kind(info: &crate::loader::GgufTensorInfo) -> GgufKind
     if info.ggml_type.is_ternary() { GgufKind::Ternary } else { gguf_dense_kind(info) }
 }
 
-pub(crate) fn rope_scaling(s: crate::loader::config::RopeScaling) -> crate::cpu::rope::Llama3RopeScaling {
-    crate::cpu::rope::Llama3RopeScaling {
+pub(crate) fn rope_scaling(s: crate::loader::config::RopeScaling) -> crate::format::rope::Llama3RopeScaling {
+    crate::format::rope::Llama3RopeScaling {
         factor: s.factor,
         low_freq_factor: s.low_freq_factor,
         high_freq_factor: s.high_freq_factor,
@@ -436,7 +441,7 @@ fn hf_linear<T: TensorLookup + ?Sized>(
     let t = st.tensor(name)?;
     if t.dtype() == Dtype::U8 {
         t.expect_shape(&[rows / 4, cols])?;
-        let values = crate::cpu::ternary::unpack_hf_packed(t.as_u8()?, rows, cols)?;
+        let values = crate::format::ternary::unpack_hf_packed(t.as_u8()?, rows, cols)?;
         let scale_name = name.replace(".weight", ".weight_scale");
         let scale = st.tensor(&scale_name)?.to_f32()?;
         let scale = *scale.first().filter(|s| s.is_finite() && **s != 0.0).ok_or_else(|| {
@@ -464,7 +469,7 @@ fn gguf_dense<T: GgufTensors + ?Sized>(g: &T, name: &str, rows: usize, cols: usi
     let info = expect_gguf_shape(g, name, &[rows, cols])?;
     if let GgufKind::Blocks(format) = gguf_dense_kind(info) {
         let blocks = g.tensor_bytes(name)?.to_vec();
-        crate::cpu::quant::check_blocks("gguf tensor", format, blocks.len(), rows, cols)?;
+        crate::format::blocks::check_blocks("gguf tensor", format, blocks.len(), rows, cols)?;
         return Ok(Matrix { rows, cols, data: MatrixData::Quantized { format, blocks } });
     }
     let data = match info.ggml_type {

@@ -7,7 +7,7 @@
 //! - a skipped layer is the identity and writes no keys; no later token of the
 //!   sequence runs it, so its stale cache is never read;
 //! - a repeated layer's second pass is the same block (same weights, same ops)
-//!   attending through a cache slot of its own ([`SecondPass`]): its keys are
+//!   attending through a cache slot of its own (`model::attention::AttentionBlock`): its keys are
 //!   computed from the first pass's output, a different stream than the first
 //!   pass's keys, so sharing one cache would mix the two. The slot (a KV
 //!   cache, an attention op, and DeltaLLM's ops when DeltaLLM is on) is
@@ -43,14 +43,9 @@
 //! layer-by-layer order the decisions impose.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, GpuBuffer};
 use crate::loader::safetensors::SafeTensors;
-use crate::ops::attention::{Attention, KvCache};
 use serde::Serialize;
 use std::path::Path;
-
-use super::DeltaOptions;
-use super::delta::LayerDelta;
 
 /// What a sequence does with one layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -410,77 +405,4 @@ impl Routing {
     pub fn report(&self) -> RoutingReport {
         RoutingReport::new(self.source, &self.plan, self.routers.as_ref().map_or(0.0, |r| r.bias))
     }
-}
-
-/// A repeated layer's second pass: its own KV cache, and the attention (and
-/// DeltaLLM) ops bound to it. Every other op of the layer is shared with the
-/// first pass (they read and write the shared activations).
-pub(crate) struct SecondPass {
-    /// Bound by `attention` (and `delta`); held here so it lives as long as they do.
-    _cache: KvCache,
-    pub attention: Attention,
-    pub delta: Option<LayerDelta>,
-}
-
-/// The activations a second pass's attention reads and writes.
-pub(crate) struct AttentionBuffers<'a> {
-    pub q: &'a GpuBuffer,
-    pub k: &'a GpuBuffer,
-    pub v: &'a GpuBuffer,
-    pub out: &'a GpuBuffer,
-}
-
-impl SecondPass {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        gpu: &Gpu,
-        layer: usize,
-        like: &KvCache,
-        buffers: AttentionBuffers,
-        rows: u32,
-        heads: u32,
-        delta: Option<&DeltaOptions>,
-    ) -> Result<Self> {
-        let cache = KvCache::like(gpu, &format!("layers.{layer}.kv.repeat"), like)?;
-        let attention = Attention::new(gpu, &cache, buffers.q, buffers.k, buffers.v, buffers.out, rows, heads)?;
-        let delta = match delta {
-            Some(d) => Some(LayerDelta::new(
-                gpu,
-                &format!("layers.{layer}.delta.repeat"),
-                &cache,
-                buffers.q,
-                buffers.k,
-                buffers.out,
-                rows,
-                heads,
-                d,
-            )?),
-            None => None,
-        };
-        gpu.take_error()?;
-        Ok(SecondPass { _cache: cache, attention, delta })
-    }
-
-    /// The attention dispatches of a step: append, then (delta keys and)
-    /// dense or hybrid attention.
-    pub fn attention_dispatches(&self, hybrid: bool) -> Vec<&Dispatch> {
-        attention_dispatches(&self.attention, self.delta.as_ref(), hybrid)
-    }
-}
-
-/// A pass's attention dispatches over its own cache.
-pub(crate) fn attention_dispatches<'a>(
-    attention: &'a Attention,
-    delta: Option<&'a LayerDelta>,
-    hybrid: bool,
-) -> Vec<&'a Dispatch> {
-    let mut d = vec![&attention.append];
-    match delta {
-        Some(delta) => {
-            d.push(&delta.keys.build);
-            d.push(if hybrid { &delta.hybrid.attend } else { &attention.attend });
-        }
-        None => d.push(&attention.attend),
-    }
-    d
 }

@@ -17,7 +17,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use super::weights::{self, GgufKind, LayerWeights, Matrix, ModelWeights};
+use super::{self as weights, GgufKind, LayerWeights, Matrix, ModelWeights};
 use crate::error::{Error, Result};
 use crate::loader::config::{Architecture, ModelConfig};
 use crate::loader::gguf::{Gguf, ReadGgufTensors};

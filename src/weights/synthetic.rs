@@ -1,8 +1,8 @@
 //! Random models with real shapes, generated without a download: for the
 //! tests (tiny shapes) and the benchmark (BitNet-2B4T- and Llama-1B-shaped).
 
-use super::weights::{LayerWeights, Matrix, MatrixData, ModelWeights};
-use crate::cpu::ternary::ScaleConvention;
+use super::{LayerWeights, Matrix, MatrixData, ModelWeights};
+use crate::format::ternary::ScaleConvention;
 use crate::loader::config::{Activation, Architecture, ModelConfig, RopeScaling, WeightScale};
 
 /// A small deterministic generator (splitmix64), the same on every platform.
@@ -131,6 +131,6 @@ pub fn random_weights(config: &ModelConfig, seed: u64) -> ModelWeights {
         })
         .collect();
     let rope_inv_freq =
-        crate::cpu::rope::rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling.map(super::weights::rope_scaling));
+        crate::format::rope::rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling.map(super::rope_scaling));
     ModelWeights { config: c.clone(), embed_tokens, layers, norm: norm(hidden), lm_head: None, rope_inv_freq }
 }
