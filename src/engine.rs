@@ -8,7 +8,9 @@ use crate::gpu::Gpu;
 use crate::loader::config::ModelConfig;
 use crate::loader::gguf::{Gguf, MAX_STREAMED_HEADER};
 use crate::loader::stream::{ByteSource, read_all};
-use crate::model::{DeltaOptions, DeltaReport, LayerPlan, Model, ModelOptions, PlanSource, RoutingReport};
+use crate::model::{
+    DeltaOptions, DeltaReport, LayerPlan, Model, ModelOptions, PlanSource, RoutingReport, SequenceReport,
+};
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tokenizer::{GgufVocab, Tokenizer};
 use crate::weights::{ModelWeights, StreamedFile, StreamedWeights, WeightSource};
@@ -314,6 +316,9 @@ pub struct Generation {
     /// The layer plan the generation ran with (chosen by the routers when
     /// the model has them) and the layers it saved.
     pub routing: Option<RoutingReport>,
+    /// The phases the sequence ran (routing, calibration, prefill, decode),
+    /// so the prompt's extra passes are visible.
+    pub sequence: SequenceReport,
 }
 
 impl Generation {
@@ -499,6 +504,7 @@ impl Engine {
             next = self.pick(&mut sampler, greedy, &history).await?;
         }
         generation.decode_seconds = start.elapsed().as_secs_f64();
+        generation.sequence = self.model.sequence_report().clone();
         if options.delta_stats {
             // The last token was picked but never run: the stats cover the positions in the cache.
             generation.delta = self.model.delta_stats_async(&self.gpu).await?;

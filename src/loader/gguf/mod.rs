@@ -29,12 +29,12 @@ mod writer;
 pub use value::{GgufArray, GgufValue};
 pub use writer::GgufBuilder;
 
-use parse::{Header, parse_header};
 use super::error::LoadError;
 use super::mapped::FileBytes;
 use super::quants::{self, GgmlType, Ternary};
 use super::stream::{ByteSource, read_exact};
 use crate::{Error, Result};
+use parse::{Header, parse_header};
 
 const MAGIC: &[u8; 4] = b"GGUF";
 /// Default alignment of tensor data when `general.alignment` is absent.
