@@ -14,6 +14,7 @@
 //! Everything lands in one [`Report`], which serialises to the JSON that
 //! `--json` writes and `--compare` reads back.
 
+mod attention;
 pub mod copy;
 pub mod e2e;
 pub mod kernels;
