@@ -5,7 +5,7 @@
 
 #[allow(dead_code)]
 mod support;
-use support::{TOKENS, gpu};
+use support::{TOKENS, forcing_routers, gpu};
 use support::{assert_decoding_creates_no_pipelines, rel_l2};
 
 use deltallm::cpu::model::{forward_all_planned, forward_all_routed};
@@ -61,25 +61,6 @@ fn random_router(rng: &mut StdRng, hidden: usize) -> Router {
 fn random_routers(seed: u64, layers: usize, hidden: usize) -> Routers {
     let mut rng = StdRng::seed_from_u64(seed);
     Routers { hidden, layers: (0..layers).map(|_| random_router(&mut rng, hidden)).collect(), bias: 0.0 }
-}
-
-/// Routers whose output ignores the input: logit 10 on `plan`'s action.
-fn forcing_routers(plan: &LayerPlan, hidden: usize) -> Routers {
-    let layers = plan
-        .actions
-        .iter()
-        .map(|&a| {
-            let mut linear2_bias = vec![0.0; ROUTER_ACTIONS];
-            linear2_bias[a.code() as usize] = 10.0;
-            Router {
-                linear1_weight: vec![0.0; ROUTER_HIDDEN * hidden],
-                linear1_bias: vec![0.0; ROUTER_HIDDEN],
-                linear2_weight: vec![0.0; ROUTER_ACTIONS * ROUTER_HIDDEN],
-                linear2_bias,
-            }
-        })
-        .collect();
-    Routers { hidden, layers, bias: 0.0 }
 }
 
 #[test]

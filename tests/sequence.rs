@@ -5,11 +5,11 @@
 
 #[allow(dead_code)]
 mod support;
-use support::{TOKENS, gpu, tiny};
+use support::{TOKENS, forcing_routers, gpu, tiny};
 
 use deltallm::loader::config::Architecture;
 use deltallm::model::{DeltaOptions, Model, ModelOptions, Phase, PhaseRun};
-use deltallm::routing::{LayerPlan, ROUTER_ACTIONS, ROUTER_HIDDEN, Router, Routers};
+use deltallm::routing::LayerPlan;
 
 /// Chunks of 4: the 11 tokens take three prefill steps.
 fn options(delta: Option<DeltaOptions>) -> ModelOptions {
@@ -113,24 +113,7 @@ fn routers_add_a_routing_phase_of_one_submit_per_chunk_and_layer_run() {
     // Routers that skip layer 0 and execute the rest, whatever the input.
     let plan = LayerPlan::from_codes(&[0, 1]).unwrap();
     assert_eq!(layers, plan.len());
-    let routers = Routers {
-        hidden,
-        layers: plan
-            .actions
-            .iter()
-            .map(|&a| {
-                let mut linear2_bias = vec![0.0; ROUTER_ACTIONS];
-                linear2_bias[a.code() as usize] = 10.0;
-                Router {
-                    linear1_weight: vec![0.0; ROUTER_HIDDEN * hidden],
-                    linear1_bias: vec![0.0; ROUTER_HIDDEN],
-                    linear2_weight: vec![0.0; ROUTER_ACTIONS * ROUTER_HIDDEN],
-                    linear2_bias,
-                }
-            })
-            .collect(),
-        bias: 0.0,
-    };
+    let routers = forcing_routers(&plan, hidden);
     let mut model = Model::load(gpu(), &weights, options(None)).unwrap();
     model.set_routers(Some(routers)).unwrap();
     model.forward(gpu(), &TOKENS).unwrap();

@@ -7,6 +7,7 @@ use deltallm::loader::config::Architecture;
 use deltallm::loader::gguf::{GgufBuilder, GgufValue};
 use deltallm::loader::quants::{GgmlType, I2_S_BLOCK, I2_S_TAIL};
 use deltallm::model::Model;
+use deltallm::routing::{LayerPlan, ROUTER_ACTIONS, ROUTER_HIDDEN, Router, Routers};
 use deltallm::weights::{Matrix, MatrixData, ModelWeights, synthetic};
 use deltallm::{Gpu, GpuOptions};
 use std::path::{Path, PathBuf};
@@ -138,4 +139,23 @@ pub fn bitnet_i2_s_gguf(w: &ModelWeights) -> Vec<u8> {
             .tensor(&p("ffn_sub_norm"), &[inter], GgmlType::F32, f32_bytes(l.ffn_sub_norm.as_ref().unwrap()));
     }
     b.build()
+}
+
+/// Routers whose output ignores the input: logit 10 on `plan`'s action.
+pub fn forcing_routers(plan: &LayerPlan, hidden: usize) -> Routers {
+    let layers = plan
+        .actions
+        .iter()
+        .map(|&a| {
+            let mut linear2_bias = vec![0.0; ROUTER_ACTIONS];
+            linear2_bias[a.code() as usize] = 10.0;
+            Router {
+                linear1_weight: vec![0.0; ROUTER_HIDDEN * hidden],
+                linear1_bias: vec![0.0; ROUTER_HIDDEN],
+                linear2_weight: vec![0.0; ROUTER_ACTIONS * ROUTER_HIDDEN],
+                linear2_bias,
+            }
+        })
+        .collect();
+    Routers { hidden, layers, bias: 0.0 }
 }
