@@ -16,6 +16,7 @@ pub mod loader;
 pub mod model;
 pub mod ops;
 pub mod sampler;
+pub mod settings;
 pub mod shaders;
 pub mod tokenizer;
 
