@@ -4,7 +4,7 @@
 
 use crate::chat::{ChatTemplate, Message};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuOptions};
+use crate::gpu::Gpu;
 use crate::loader::config::ModelConfig;
 use crate::loader::gguf::{Gguf, MAX_STREAMED_HEADER};
 use crate::loader::stream::{ByteSource, read_all};
@@ -13,7 +13,6 @@ use crate::model::{
     StreamedWeights, WeightSource,
 };
 use crate::sampler::{Sampler, SamplerConfig};
-use crate::settings::RoutingSettings;
 use crate::tokenizer::{GgufVocab, Tokenizer};
 use std::path::Path;
 
@@ -365,7 +364,12 @@ impl Engine {
     /// Open the GPU that `gpu` describes, upload `files` with `options`,
     /// then set the layer plan or routers that `routing` asks for.
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn open(gpu: &GpuOptions, files: ModelFiles, options: ModelOptions, routing: &RoutingSettings) -> Result<Self> {
+    pub fn open(
+        gpu: &crate::gpu::GpuOptions,
+        files: ModelFiles,
+        options: ModelOptions,
+        routing: &crate::settings::RoutingSettings,
+    ) -> Result<Self> {
         let gpu = Gpu::new_blocking(gpu)?;
         let mut engine = Engine::new(gpu, files, options)?;
         routing.apply(&engine.gpu, &mut engine.model)?;
