@@ -364,6 +364,21 @@ impl Engine {
         Ok(Engine { gpu, model, tokenizer, chat_template })
     }
 
+    /// Open the GPU that `gpu` describes, upload `files` with `options`,
+    /// then set the layer plan or routers that `routing` asks for.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open(
+        gpu: &crate::gpu::GpuOptions,
+        files: ModelFiles,
+        options: ModelOptions,
+        routing: &crate::settings::RoutingSettings,
+    ) -> Result<Self> {
+        let gpu = Gpu::new_blocking(gpu)?;
+        let mut engine = Engine::new(gpu, files, options)?;
+        routing.apply(&engine.gpu, &mut engine.model)?;
+        Ok(engine)
+    }
+
     /// Blocking form of [`Engine::new_streamed_async`] for native code.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new_streamed(gpu: Gpu, files: StreamedFiles, options: ModelOptions) -> Result<Self> {

@@ -18,6 +18,7 @@ pub mod model;
 pub mod ops;
 pub mod routing;
 pub mod sampler;
+pub mod settings;
 pub mod shaders;
 pub mod tokenizer;
 pub mod weights;

@@ -8,8 +8,10 @@
 //! - [`ppl`]: perplexity over non-overlapping chunks, each from an empty cache;
 //! - [`mc`]: WinoGrande-style two-option multiple choice, scored as
 //!   lm-evaluation-harness scores winogrande (partial evaluation);
+//! - [`squad`]: SQuAD-v2 greedy answers scored as the official script;
 //! - [`sweep`]: every combination of DeltaLLM settings, one table, CSV, JSON
-//!   and an SVG plot of the metric against MAC sparsity.
+//!   and an SVG plot of the metric against MAC sparsity;
+//! - [`run`]: `deltallm eval` from the data file to the files written.
 //!
 //! The logit source is the GPU model ([`GpuSource`]) or the plain CPU
 //! reference ([`CpuSource`]); tests run a task on both and compare.
@@ -17,6 +19,7 @@
 pub mod mc;
 pub mod ppl;
 pub mod progress;
+pub mod run;
 pub mod squad;
 pub mod sweep;
 

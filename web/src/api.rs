@@ -8,7 +8,7 @@ use deltallm::chat::Message;
 use deltallm::engine::{Engine as CoreEngine, GenerateOptions, StreamedFiles};
 use deltallm::loader::ByteSource;
 use deltallm::model::{DeltaOptions, ModelOptions};
-use deltallm::sampler::SamplerConfig;
+use deltallm::settings::{DeltaSettings, GenerationSettings, SamplingSettings};
 use deltallm::weights::{StreamedFile, WeightSource};
 use deltallm::{Gpu, GpuOptions};
 use js_sys::{Array, Function, Uint8Array};
@@ -205,11 +205,37 @@ struct Request {
     temperature: Option<f32>,
     top_p: Option<f32>,
     top_k: Option<usize>,
+    repetition_penalty: Option<f32>,
     seed: Option<u64>,
     delta_threshold: Option<f32>,
     window: Option<u32>,
     window_scale: Option<f32>,
     sinks: Option<u32>,
+}
+
+impl Request {
+    /// The sampling and DeltaLLM knobs; the absent ones take the defaults
+    /// the CLI's flags have (`deltallm::settings`).
+    fn settings(&self) -> GenerationSettings {
+        let defaults = SamplingSettings::default();
+        GenerationSettings {
+            sampling: SamplingSettings {
+                greedy: self.greedy,
+                temperature: self.temperature,
+                top_k: self.top_k.unwrap_or(defaults.top_k),
+                top_p: self.top_p.unwrap_or(defaults.top_p),
+                repetition_penalty: self.repetition_penalty.unwrap_or(defaults.repetition_penalty),
+                seed: self.seed.unwrap_or(defaults.seed),
+            },
+            delta: DeltaSettings {
+                threshold: self.delta_threshold,
+                window: self.window,
+                window_scale: self.window_scale,
+                sinks: self.sinks,
+                ..Default::default()
+            },
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -305,33 +331,14 @@ async fn generate(engine: &mut CoreEngine, request: Request, on_token: Option<Fu
         (None, Some(text)) => tokenizer.encode(text, true).map_err(error)?,
         (None, None) => return Err(error("the request needs a prompt or messages")),
     };
+    let (sampler, delta_options) = request.settings().resolve(engine.model.config.architecture).map_err(error)?;
     let mut options: GenerateOptions = engine.default_options(request.max_tokens.unwrap_or(64));
-    let greedy = request.greedy.unwrap_or(true);
-    options.sampler = SamplerConfig {
-        temperature: if greedy { 0.0 } else { request.temperature.unwrap_or(0.8) },
-        top_k: request.top_k.unwrap_or(0),
-        top_p: request.top_p.unwrap_or(1.0),
-        seed: request.seed.unwrap_or(0),
-        ..SamplerConfig::default()
-    };
-    let threshold = request.delta_threshold.unwrap_or(0.0);
-    let delta = if threshold > 0.0 {
-        let defaults = DeltaOptions::for_architecture(engine.model.config.architecture);
-        Some(DeltaOptions {
-            threshold,
-            window_min: request.window.unwrap_or(defaults.window_min),
-            window_scale: request.window_scale.unwrap_or(defaults.window_scale),
-            sinks: request.sinks.unwrap_or(defaults.sinks),
-            ..defaults
-        })
-    } else {
-        None
-    };
-    match &delta {
+    options.sampler = sampler;
+    match &delta_options {
         Some(d) => engine.model.set_delta_options(&engine.gpu, d.clone()).map_err(error)?,
         None => engine.model.use_dense_attention(&engine.gpu).map_err(error)?,
     }
-    options.delta_stats = delta.is_some();
+    options.delta_stats = delta_options.is_some();
 
     // The tokenizer streams text while the engine generates: take it out
     // for the duration (generate_async needs the engine mutably).
@@ -355,7 +362,7 @@ async fn generate(engine: &mut CoreEngine, request: Request, on_token: Option<Fu
 
     let delta = generation.delta.as_ref().map(|report| {
         let thresholds = engine.model.delta_thresholds().unwrap_or(&[]);
-        let threshold = thresholds.first().copied().unwrap_or(threshold);
+        let threshold = thresholds.first().copied().or(delta_options.as_ref().map(|d| d.threshold)).unwrap_or(0.0);
         json!({
             "deltaSparsity": report.phases.total.delta_sparsity,
             "macSparsity": report.phases.total.mac_sparsity,
