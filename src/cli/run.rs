@@ -22,13 +22,16 @@ pub struct RunArgs {
     /// Wrap the prompt in the model's chat template.
     #[arg(long)]
     chat: bool,
-    /// Print one JSON object {"prompt_tokens", "tokens", "text"} instead of
-    /// streaming (with DeltaLLM on, also "delta": its statistics; with a
-    /// layer plan or routers, "routing": the plan used and layers saved).
+    /// Print one JSON object {"prompt_tokens", "tokens", "text", "sequence"}
+    /// instead of streaming ("sequence": the phases the prompt and decode
+    /// ran; with DeltaLLM on, also "delta": its statistics; with a layer plan
+    /// or routers, "routing": the plan used and layers saved).
     #[arg(long)]
     json: bool,
-    /// Print DeltaLLM's sparsity table (per layer, prefill/decode/total) and
-    /// the layer plan used (with the layers it saved) to stderr.
+    /// Print DeltaLLM's sparsity table (per layer, prefill/decode/total), the
+    /// layer plan used (with the layers it saved) and the sequence's phases
+    /// (routing, Θ calibration, prefill, decode: tokens and GPU submits) to
+    /// stderr.
     #[arg(long)]
     stats: bool,
 }
@@ -69,6 +72,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             "prompt_tokens": generation.prompt_tokens,
             "tokens": generation.tokens,
             "text": text,
+            "sequence": generation.sequence,
         });
         if let Some(delta) = &generation.delta {
             object["delta"] = serde_json::to_value(delta)?;
@@ -98,6 +102,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         && let Some(routing) = &generation.routing
     {
         eprintln!("{}", routing.summary());
+    }
+    if stats {
+        eprintln!("{}", generation.sequence.summary());
     }
     Ok(())
 }
