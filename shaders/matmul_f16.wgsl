@@ -10,7 +10,8 @@
 // Bindings: 0 params (uniform), 1 x, 2 W, 3 y.
 //
 // Defines: none = IEEE f16 halves, decoded with unpack2x16float (needs no
-// shader-f16); BF16 = bfloat16 halves, decoded exactly by a 16-bit shift.
+// shader-f16); BF16 = bfloat16 halves, decoded exactly by a 16-bit shift
+// (include/halves.wgsl).
 // Weights are widened to f32 and accumulated in f32.
 //
 // Entry points are those of matmul_f32.wgsl (keep the two in step), counted
@@ -40,14 +41,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-// The two weights of one word, as f32 (low half first).
-fn decode(word: u32) -> vec2<f32> {
-#ifdef BF16
-    return vec2<f32>(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u));
-#else
-    return unpack2x16float(word);
-#endif
-}
+#include "halves.wgsl"
 
 const GEMV_LANES: u32 = 32u;
 const GEMV_SLOTS: u32 = 8u;      // groups of 32 lanes per workgroup
@@ -79,18 +73,18 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var hi = vec4<f32>(0.0);
     for (var j = lane; j < full_words; j += GEMV_LANES) {
         let xv = vec2<f32>(x[x_base + 2u * j], x[x_base + 2u * j + 1u]);
-        lo += vec4<f32>(dot(decode(w[base[0] + j]), xv), dot(decode(w[base[1] + j]), xv),
-                        dot(decode(w[base[2] + j]), xv), dot(decode(w[base[3] + j]), xv));
-        hi += vec4<f32>(dot(decode(w[base[4] + j]), xv), dot(decode(w[base[5] + j]), xv),
-                        dot(decode(w[base[6] + j]), xv), dot(decode(w[base[7] + j]), xv));
+        lo += vec4<f32>(dot(unpack_halves(w[base[0] + j]), xv), dot(unpack_halves(w[base[1] + j]), xv),
+                        dot(unpack_halves(w[base[2] + j]), xv), dot(unpack_halves(w[base[3] + j]), xv));
+        hi += vec4<f32>(dot(unpack_halves(w[base[4] + j]), xv), dot(unpack_halves(w[base[5] + j]), xv),
+                        dot(unpack_halves(w[base[6] + j]), xv), dot(unpack_halves(w[base[7] + j]), xv));
     }
     // An odd k leaves one real weight in the last word; x has no partner for its pad.
     if (lane == 0u && (params.k & 1u) == 1u) {
         let xl = x[x_base + params.k - 1u];
-        lo += xl * vec4<f32>(decode(w[base[0] + full_words]).x, decode(w[base[1] + full_words]).x,
-                             decode(w[base[2] + full_words]).x, decode(w[base[3] + full_words]).x);
-        hi += xl * vec4<f32>(decode(w[base[4] + full_words]).x, decode(w[base[5] + full_words]).x,
-                             decode(w[base[6] + full_words]).x, decode(w[base[7] + full_words]).x);
+        lo += xl * vec4<f32>(unpack_halves(w[base[0] + full_words]).x, unpack_halves(w[base[1] + full_words]).x,
+                             unpack_halves(w[base[2] + full_words]).x, unpack_halves(w[base[3] + full_words]).x);
+        hi += xl * vec4<f32>(unpack_halves(w[base[4] + full_words]).x, unpack_halves(w[base[5] + full_words]).x,
+                             unpack_halves(w[base[6] + full_words]).x, unpack_halves(w[base[7] + full_words]).x);
     }
     gemv_lo[lid] = lo;
     gemv_hi[lid] = hi;
@@ -156,7 +150,7 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let j = k0 / 2u + word;
             var pair = vec2<f32>(0.0);
             if (row0 + row < params.rows && j < params.row_words) {
-                pair = decode(w[(row0 + row) * params.row_words + j]);
+                pair = unpack_halves(w[(row0 + row) * params.row_words + j]);
             }
             w_tile[(2u * word) * TILE + row] = pair.x;
             w_tile[(2u * word + 1u) * TILE + row] = pair.y;
