@@ -1,6 +1,6 @@
 // Two 16-bit floats packed in one u32 word, element 2j of a row in the low
 // half and 2j + 1 in the high half, widened to f32 (low half first). Shared
-// by the packed variants of embedding.wgsl and matmul_f16.wgsl.
+// by the packed variants of embedding.wgsl and matmul_dense.wgsl.
 //
 // Defines: none = IEEE f16 halves, decoded with unpack2x16float (needs no
 // shader-f16); BF16 = bfloat16 halves, decoded exactly by a 16-bit shift
