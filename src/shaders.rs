@@ -72,6 +72,7 @@ macro_rules! piece {
 pub const INCLUDES: &[Include] = &[
     piece!("embedding_chunk.wgsl"),
     piece!("halves.wgsl"),
+    piece!("logits_order.wgsl"),
     piece!("workgroup_reduce.wgsl"),
     // INCLUDES: one line per file of shaders/include/; keep in alphabetical order.
 ];
