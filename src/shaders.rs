@@ -73,6 +73,7 @@ pub const INCLUDES: &[Include] = &[
     piece!("embedding_chunk.wgsl"),
     piece!("halves.wgsl"),
     piece!("logits_order.wgsl"),
+    piece!("matmul_row_blocks.wgsl"),
     piece!("workgroup_reduce.wgsl"),
     // INCLUDES: one line per file of shaders/include/; keep in alphabetical order.
 ];
