@@ -70,6 +70,7 @@ macro_rules! piece {
 
 /// Every piece the shaders include.
 pub const INCLUDES: &[Include] = &[
+    piece!("attention_online.wgsl"),
     piece!("embedding_chunk.wgsl"),
     piece!("halves.wgsl"),
     piece!("logits_order.wgsl"),
