@@ -222,6 +222,9 @@ pub fn validate(name: &str, wgsl: &str) -> std::result::Result<(), String> {
 }
 
 #[cfg(test)]
+mod params_layout;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

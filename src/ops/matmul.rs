@@ -257,14 +257,14 @@ const GEMM_TILE: u32 = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    tokens: u32,
-    rows: u32,
-    k: u32,
-    row_words: u32,
-    out_offset: u32,
-    out_stride: u32,
-    _pad: [u32; 2],
+pub(crate) struct Params {
+    pub(crate) tokens: u32,
+    pub(crate) rows: u32,
+    pub(crate) k: u32,
+    pub(crate) row_words: u32,
+    pub(crate) out_offset: u32,
+    pub(crate) out_stride: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
 /// `y[t][n] = Σ_k W[n][k] · x[t][k]` for a [`DenseWeight`] `W` `[N][K]`,
