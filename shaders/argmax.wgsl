@@ -4,11 +4,11 @@
 //
 //   result[0] = argmax_{0 <= i < n} logits[offset + i]
 //
-// Order: values compare through `order_key` (below), an exact integer image
-// of the float order, so the answer does not depend on a backend's float
-// modes (fast math, flushed denormals). Equal values go to the lower index;
-// -0.0 ranks just below +0.0; NaN never wins. If every value is NaN the
-// result is NONE (0xffffffff).
+// Order: values compare through `order_key` (include/logits_order.wgsl), an
+// exact integer image of the float order, so the answer does not depend on a
+// backend's float modes (fast math, flushed denormals). Equal values go to
+// the lower index; -0.0 ranks just below +0.0; NaN never wins. If every value
+// is NaN the result is NONE (0xffffffff).
 //
 // Layout: logits f32 [offset + n]; partials u32 [ceil(n / CHUNK)] (scratch,
 // the winning index of each chunk); result u32 [1].
@@ -37,24 +37,11 @@ const WG: u32 = 256u;
 // Logits per invocation in `partials_main`; CHUNK must match ARGMAX_CHUNK in src/ops/sampling.rs.
 const PER_INVOCATION: u32 = 8u;
 const CHUNK: u32 = WG * PER_INVOCATION;
-const NONE: u32 = 0xffffffffu;
+
+#include "logits_order.wgsl"
 
 var<workgroup> best_keys: array<u32, WG>;
 var<workgroup> best_ids: array<u32, WG>;
-
-// Monotone map of f32 bits to u32: for non-NaN a, b, a < b as floats iff
-// order_key(a) < order_key(b) (with -0.0 < +0.0). NaN maps to 0, a key no
-// number has (the smallest, -inf, maps to 0x007fffff).
-fn order_key(v: f32) -> u32 {
-    let bits = bitcast<u32>(v);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) {
-        return 0u;
-    }
-    if ((bits & 0x80000000u) != 0u) {
-        return ~bits;
-    }
-    return bits | 0x80000000u;
-}
 
 // Larger value first, then lower index. The empty pick (key 0, id NONE)
 // loses to every number.
@@ -78,10 +65,6 @@ fn reduce_workgroup(lid: u32, key: u32, id: u32) {
         }
         workgroupBarrier();
     }
-}
-
-fn chunk_count() -> u32 {
-    return params.n / CHUNK + select(0u, 1u, params.n % CHUNK != 0u);
 }
 
 @compute @workgroup_size(WG)

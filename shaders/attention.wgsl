@@ -22,18 +22,13 @@
 //          chunks = ceil((heads / kv_heads) / 4) (folded into y). The
 //          workgroup holds its query heads side by side in a vec4 per
 //          dimension, so every key and value it reads serves all of them
-//          (under GQA 4:1 K and V are read once instead of 4 times; a ratio
-//          that is not a multiple of 4, 3:1 or 1:1, leaves lanes of the vec4
-//          idle). Keys are visited in blocks of 64, one key per invocation,
-//          with an online (flash-style) softmax per query head: a running max
-//          and running sums rescaled by exp(old_max - new_max) at each block,
-//          so workgroup memory stays 6 KiB at any context length. Invocation
-//          lid accumulates output dims lid, lid + 64, ... (head_dim <= 256).
-//          Each vec4 component is its head's own f32 arithmetic, in an order
-//          fixed by the blocks, so decoding position i gives the same f32
+//          (under GQA 4:1 K and V are read once instead of 4 times). Keys
+//          are visited in blocks of 64 with an online softmax per query head
+//          (include/attention_online.wgsl), so workgroup memory stays 6 KiB
+//          at any context length, and decoding position i gives the same f32
 //          result as row i of a prefill.
 // Bindings (the cache at the same numbers in both entry points):
-//   append: 0 params, 1 k_cache (rw), 2 v_cache (rw), 3 k_new, 4 v_new
+//   append: 0 params, 1 k_cache_rw, 2 v_cache_rw, 3 k_new, 4 v_new
 //   attend: 0 params, 1 k_cache, 2 v_cache, 3 q, 4 out (rw)
 
 struct Params {
@@ -52,8 +47,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read_write> k_cache: array<f32>;
-@group(0) @binding(2) var<storage, read_write> v_cache: array<f32>;
+@group(0) @binding(1) var<storage, read_write> k_cache_rw: array<f32>;
+@group(0) @binding(2) var<storage, read_write> v_cache_rw: array<f32>;
 
 @group(0) @binding(3) var<storage, read> k_new: array<f32>;
 @group(0) @binding(4) var<storage, read> v_new: array<f32>;
@@ -61,10 +56,12 @@ struct Params {
 // attend only reads the cache, and says so: with the read_write declarations
 // above, Mesa llvmpipe ran it ~1.3x slower than the hybrid kernel at 2048 keys
 // (noisy, 4 runs), read-only ~1.0x.
-@group(0) @binding(1) var<storage, read> keys_in: array<f32>;
-@group(0) @binding(2) var<storage, read> values_in: array<f32>;
+@group(0) @binding(1) var<storage, read> k_cache: array<f32>;
+@group(0) @binding(2) var<storage, read> v_cache: array<f32>;
 @group(0) @binding(3) var<storage, read> q: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+#include "attention_online.wgsl"
 
 const APPEND_WG: u32 = 256u;
 
@@ -80,120 +77,29 @@ fn append(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let kv_head = (i % row_width) / params.head_dim;
     let d = i % params.head_dim;
     let position = params.pos0 + row;
-    var key_row = position;
-    if (position >= params.sink_rows) {
-        key_row = params.sink_rows + (position - params.sink_rows) % params.ring_rows;
-    }
-    let key_rows = params.sink_rows + params.ring_rows;
-    k_cache[(kv_head * key_rows + key_row) * params.head_dim + d] = k_new[i];
-    v_cache[(kv_head * params.max_seq + position) * params.head_dim + d] = v_new[i];
+    k_cache_rw[key_row(kv_head, position) * params.head_dim + d] = k_new[i];
+    v_cache_rw[(kv_head * params.max_seq + position) * params.head_dim + d] = v_new[i];
 }
-
-const WG: u32 = 64u;
-const MAX_HEAD_DIM: u32 = 256u;
-const DIMS_PER_LANE: u32 = MAX_HEAD_DIM / WG;
-// Query heads one workgroup serves: the components of a vec4.
-const GROUP: u32 = 4u;
-
-// query[d][k] = scaled q[d] of the workgroup's k-th query head (0 past the last).
-var<workgroup> query: array<vec4<f32>, MAX_HEAD_DIM>;
-var<workgroup> scratch: array<vec4<f32>, WG>;
-var<workgroup> probs: array<vec4<f32>, WG>;
 
 @compute @workgroup_size(WG)
 fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
-    let group = params.heads / params.kv_heads;
-    let chunks = (group + GROUP - 1u) / GROUP;
-    let task = wid.x + wid.y * nwg.x;
-    if (task >= params.rows * params.kv_heads * chunks) {
+    let index = wid.x + wid.y * nwg.x;
+    if (index >= task_count()) {
         return;
     }
-    let head_dim = params.head_dim;
-    let chunk = task % chunks;
-    let kv_head = (task / chunks) % params.kv_heads;
-    let row = task / (chunks * params.kv_heads);
-    let head0 = kv_head * group + chunk * GROUP;
-    let served = min(GROUP, group - chunk * GROUP);
-    let keys = params.pos0 + row + 1u;
-    let q_row = row * params.heads;
-    let cache_base = kv_head * params.max_seq * head_dim;
-
-    // The scale is folded into the query once instead of into every score.
-    for (var d = lid; d < head_dim; d += WG) {
-        var v = vec4<f32>(0.0);
-        for (var k = 0u; k < served; k++) {
-            v[k] = q[(q_row + head0 + k) * head_dim + d] * params.scale;
-        }
-        query[d] = v;
-    }
-    workgroupBarrier();
-
-    var running_max = vec4<f32>(0.0);
-    // This lane's share of each head's softmax denominator, relative to running_max.
-    var lane_sum = vec4<f32>(0.0);
-    var acc: array<vec4<f32>, DIMS_PER_LANE>;
+    let task = task_of(index);
+    load_query(task, lid);
+    let keys = params.pos0 + task.row + 1u;
+    // The full cache: the key and the value of position j are both at row cache_row0 + j.
+    let cache_row0 = task.kv_head * params.max_seq;
+    var softmax: Softmax;
     for (var start = 0u; start < keys; start += WG) {
-        let j = start + lid;
         var score = vec4<f32>(-3.0e38);
-        if (j < keys) {
-            let key_base = cache_base + j * head_dim;
-            var dot = vec4<f32>(0.0);
-            for (var d = 0u; d < head_dim; d++) {
-                dot += query[d] * keys_in[key_base + d];
-            }
-            score = dot;
+        if (start + lid < keys) {
+            score = key_score((cache_row0 + start + lid) * params.head_dim);
         }
-        scratch[lid] = score;
-        workgroupBarrier();
-        for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-            if (lid < stride) {
-                scratch[lid] = max(scratch[lid], scratch[lid + stride]);
-            }
-            workgroupBarrier();
-        }
-        // Every block has at least one real key, so its max is finite; the
-        // first block has nothing earlier to rescale.
-        let first = start == 0u;
-        let new_max = select(max(running_max, scratch[0]), scratch[0], first);
-        let rescale = select(exp(running_max - new_max), vec4<f32>(0.0), first);
-        let p = select(vec4<f32>(0.0), exp(score - new_max), j < keys);
-        running_max = new_max;
-        lane_sum = lane_sum * rescale + p;
-        probs[lid] = p;
-        workgroupBarrier();
-
-        let block_keys = min(WG, keys - start);
-        for (var c = 0u; c < DIMS_PER_LANE; c++) {
-            let d = lid + c * WG;
-            if (d < head_dim) {
-                var sum = acc[c] * rescale;
-                for (var t = 0u; t < block_keys; t++) {
-                    sum += probs[t] * values_in[cache_base + (start + t) * head_dim + d];
-                }
-                acc[c] = sum;
-            }
-        }
-        // scratch and probs are rewritten by the next block.
-        workgroupBarrier();
+        add_block(&softmax, lid, start, keys, score, cache_row0);
     }
-
-    scratch[lid] = lane_sum;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) {
-            scratch[lid] += scratch[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let inv_total = 1.0 / scratch[0];
-    for (var c = 0u; c < DIMS_PER_LANE; c++) {
-        let d = lid + c * WG;
-        if (d < head_dim) {
-            let o = acc[c] * inv_total;
-            for (var k = 0u; k < served; k++) {
-                out[(q_row + head0 + k) * head_dim + d] = o[k];
-            }
-        }
-    }
+    write_output(softmax, task, lid);
 }

@@ -25,7 +25,8 @@
 // row and value it reads serves all of them: under GQA 4:1 a delta row is
 // decoded once for 4 queries, and V is read once instead of 4 times.
 // Keys in blocks of 64, one key per lane, online softmax per query head
-// (running max, sums rescaled by exp(old_max − new_max)).
+// (running max, sums rescaled by exp(old_max − new_max)), as in
+// attention.wgsl (include/attention_online.wgsl).
 // Keys j ≤ i − window that are not sinks are the approximated ones; the
 // delta rows m < approx_end = i − window + 1 are needed for their prefix.
 // In each block below approx_end, lane j computes q·Δk_j walking the set
@@ -66,16 +67,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read> q: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
 
-const WG: u32 = 64u;
-const MAX_HEAD_DIM: u32 = 256u;
-const DIMS_PER_LANE: u32 = MAX_HEAD_DIM / WG;
-// Query heads one workgroup serves: the components of a vec4.
-const GROUP: u32 = 4u;
+#include "attention_online.wgsl"
 
-// query[d][k] = scaled q[d] of the workgroup's k-th query head (0 past the last).
-var<workgroup> query: array<vec4<f32>, MAX_HEAD_DIM>;
-var<workgroup> scratch: array<vec4<f32>, WG>;
-var<workgroup> probs: array<vec4<f32>, WG>;
 var<workgroup> prefix: array<vec4<f32>, WG>;
 
 // q·Δk of delta row `position` of `kv_head` (already scaled query): the mask
@@ -105,34 +98,17 @@ fn sparse_delta_dot(kv_head: u32, position: u32) -> vec4<f32> {
     return dot;
 }
 
-// Row of key `j` in k_cache.
-fn key_row(kv_head: u32, j: u32) -> u32 {
-    var row = j;
-    if (j >= params.sink_rows) {
-        row = params.sink_rows + (j - params.sink_rows) % params.ring_rows;
-    }
-    return kv_head * (params.sink_rows + params.ring_rows) + row;
-}
-
 @compute @workgroup_size(WG)
 fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
-    let group = params.heads / params.kv_heads;
-    let chunks = (group + GROUP - 1u) / GROUP;
-    let task = wid.x + wid.y * nwg.x;
-    if (task >= params.rows * params.kv_heads * chunks) {
+    let index = wid.x + wid.y * nwg.x;
+    if (index >= task_count()) {
         return;
     }
-    let head_dim = params.head_dim;
-    let chunk = task % chunks;
-    let kv_head = (task / chunks) % params.kv_heads;
-    let row = task / (chunks * params.kv_heads);
-    let head0 = kv_head * group + chunk * GROUP;
-    let served = min(GROUP, group - chunk * GROUP);
-    let position = params.pos0 + row;
+    let task = task_of(index);
+    let kv_head = task.kv_head;
+    let position = params.pos0 + task.row;
     let keys = position + 1u;
-    let q_row = row * params.heads;
-    let cache_row0 = kv_head * params.max_seq;
 
     // Keys sinks..approx_end-1 are scored against k̂; none when the window
     // and the sinks cover every key.
@@ -141,20 +117,10 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         approx_end = position - params.window + 1u;
     }
 
-    for (var d = lid; d < head_dim; d += WG) {
-        var v = vec4<f32>(0.0);
-        for (var k = 0u; k < served; k++) {
-            v[k] = q[(q_row + head0 + k) * head_dim + d] * params.scale;
-        }
-        query[d] = v;
-    }
-    workgroupBarrier();
-
-    var running_max = vec4<f32>(0.0);
-    var lane_sum = vec4<f32>(0.0);
+    load_query(task, lid);
+    var softmax: Softmax;
     // Σ q·Δk_m over the blocks before this one (the same in every lane).
     var carry = vec4<f32>(0.0);
-    var acc: array<vec4<f32>, DIMS_PER_LANE>;
     for (var start = 0u; start < keys; start += WG) {
         let j = start + lid;
         // Inclusive prefix of q·Δk within the block; only blocks that hold
@@ -183,64 +149,13 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         var score = vec4<f32>(-3.0e38);
         if (j < keys) {
             if (j < params.sinks || position - j < params.window) {
-                let key_base = key_row(kv_head, j) * head_dim;
-                var dot = vec4<f32>(0.0);
-                for (var d = 0u; d < head_dim; d++) {
-                    dot += query[d] * k_cache[key_base + d];
-                }
-                score = dot;
+                score = key_score(key_row(kv_head, j) * params.head_dim);
             } else {
                 score = approx_score;
             }
         }
-        scratch[lid] = score;
-        workgroupBarrier();
-        for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-            if (lid < stride) {
-                scratch[lid] = max(scratch[lid], scratch[lid + stride]);
-            }
-            workgroupBarrier();
-        }
-        let first = start == 0u;
-        let new_max = select(max(running_max, scratch[0]), scratch[0], first);
-        let rescale = select(exp(running_max - new_max), vec4<f32>(0.0), first);
-        let p = select(vec4<f32>(0.0), exp(score - new_max), j < keys);
-        running_max = new_max;
-        lane_sum = lane_sum * rescale + p;
-        probs[lid] = p;
-        workgroupBarrier();
-
-        let block_keys = min(WG, keys - start);
-        for (var c = 0u; c < DIMS_PER_LANE; c++) {
-            let d = lid + c * WG;
-            if (d < head_dim) {
-                var sum = acc[c] * rescale;
-                for (var t = 0u; t < block_keys; t++) {
-                    sum += probs[t] * v_cache[(cache_row0 + start + t) * head_dim + d];
-                }
-                acc[c] = sum;
-            }
-        }
-        // scratch, probs and prefix are rewritten by the next block.
-        workgroupBarrier();
+        // add_block ends with a barrier, after which prefix may be rewritten.
+        add_block(&softmax, lid, start, keys, score, kv_head * params.max_seq);
     }
-
-    scratch[lid] = lane_sum;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) {
-            scratch[lid] += scratch[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let inv_total = 1.0 / scratch[0];
-    for (var c = 0u; c < DIMS_PER_LANE; c++) {
-        let d = lid + c * WG;
-        if (d < head_dim) {
-            let o = acc[c] * inv_total;
-            for (var k = 0u; k < served; k++) {
-                out[(q_row + head0 + k) * head_dim + d] = o[k];
-            }
-        }
-    }
+    write_output(softmax, task, lid);
 }

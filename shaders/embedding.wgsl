@@ -15,8 +15,8 @@
 //
 // Grid: one workgroup of 256 per token (folded into y past 65535); one
 // dispatch per chunk, each writing only the tokens whose id falls in its
-// chunk. An id >= vocab is never read: the dispatch with `owns_invalid` set
-// (the first chunk) fills that token's row with `invalid_value` (NaN).
+// chunk; an id >= vocab gives a row of `invalid_value` (NaN), see
+// include/embedding_chunk.wgsl.
 
 struct Params {
     tokens: u32,
@@ -36,14 +36,10 @@ struct Params {
 
 const WG: u32 = 256u;
 
-// The two elements of one packed word, as f32 (low half first).
-fn decode(word: u32) -> vec2<f32> {
-#ifdef BF16
-    return vec2<f32>(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u));
-#else
-    return unpack2x16float(word);
+#include "embedding_chunk.wgsl"
+#ifdef PACKED
+#include "halves.wgsl"
 #endif
-}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -52,23 +48,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (token >= params.tokens) {
         return;
     }
-    let id = ids[token];
+    let row = chunk_row(token, params.dim, lid);
+    if (row == NOT_IN_CHUNK) {
+        return;
+    }
     let out_base = token * params.dim;
-    if (id >= params.vocab) {
-        if (params.owns_invalid != 0u) {
-            for (var i = lid; i < params.dim; i += WG) {
-                out[out_base + i] = params.invalid_value;
-            }
-        }
-        return;
-    }
-    if (id < params.first_row || id - params.first_row >= params.chunk_rows) {
-        return;
-    }
-    let row_base = (id - params.first_row) * params.row_words;
+    let row_base = row * params.row_words;
 #ifdef PACKED
     for (var j = lid; j < params.row_words; j += WG) {
-        let pair = decode(table[row_base + j]);
+        let pair = unpack_halves(table[row_base + j]);
         out[out_base + 2u * j] = pair.x;
         // The pad half of an odd-dim row has no place in out.
         if (2u * j + 1u < params.dim) {

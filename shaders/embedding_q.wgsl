@@ -19,8 +19,8 @@
 //
 // Grid: one workgroup of 64 per token (folded into y past 65535); one
 // dispatch per chunk, each writing only the tokens whose id falls in its
-// chunk. An id >= vocab is never read: the dispatch with `owns_invalid` set
-// (the first chunk) fills that token's row with `invalid_value` (NaN).
+// chunk; an id >= vocab gives a row of `invalid_value` (NaN), see
+// include/embedding_chunk.wgsl.
 
 struct Params {
     tokens: u32,
@@ -44,6 +44,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
 const WG: u32 = 64u;
+
+#include "embedding_chunk.wgsl"
 
 // Element i (0..31) of block b of chunk row r.
 fn element(b: u32, i: u32, r: u32) -> f32 {
@@ -73,21 +75,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (token >= params.tokens) {
         return;
     }
-    let id = ids[token];
     let dim = params.blocks * 32u;
+    let r = chunk_row(token, dim, lid);
+    if (r == NOT_IN_CHUNK) {
+        return;
+    }
     let out_base = token * dim;
-    if (id >= params.vocab) {
-        if (params.owns_invalid != 0u) {
-            for (var e = lid; e < dim; e += WG) {
-                out[out_base + e] = params.invalid_value;
-            }
-        }
-        return;
-    }
-    if (id < params.first_row || id - params.first_row >= params.chunk_rows) {
-        return;
-    }
-    let r = id - params.first_row;
     for (var e = lid; e < dim; e += WG) {
         out[out_base + e] = element(e / 32u, e % 32u, r);
     }

@@ -25,15 +25,12 @@
 // Bindings: 0 params (uniform), 1 x_q, 2 x_scales, [Q4_0: 3 x_sum], then
 // qs, scales, out.
 //
-// Workgroups of 64 invocations; each invocation owns ROWS = 4 output rows,
-// lid + {0, 64, 128, 192} past the workgroup's first row, so a workgroup
-// covers 256 rows and every weight load is contiguous across invocations.
-//   gemv: token 0 only (decode). Grid: ceil(n / 256) workgroups, folded into y.
-//   gemm: also TOKENS = 4 tokens per invocation, so each expanded weight
-//         block serves 4 tokens. Grid: ceil(n / 256) * ceil(rows / 4)
-//         workgroups (row blocks fastest), folded into y.
-// Rows and tokens past the end are clamped to the last one for loading and
-// never written.
+// Grid (include/matmul_row_blocks.wgsl): workgroups of 64 invocations, each
+// owning ROWS = 4 output rows lid + {0, 64, 128, 192}, so every weight load
+// is contiguous across invocations. gemv: token 0 only (decode), ceil(n /
+// 256) workgroups. gemm: also TOKENS = 4 tokens per invocation, so each
+// expanded weight block serves 4 tokens; ceil(n / 256) * ceil(rows / 4)
+// workgroups (row blocks fastest). Both folded into y.
 
 struct Params {
     rows: u32,
@@ -64,9 +61,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 #endif
 
-const WG: u32 = 64u;
-const ROWS: u32 = 4u;
-const TOKENS: u32 = 4u;
+#include "matmul_row_blocks.wgsl"
+
 const NIBBLES: u32 = 0x0f0f0f0fu;
 
 // The 32 weights of one block of one row as packed int8, in the byte order
@@ -115,13 +111,6 @@ fn block_value(dot: i32, t: u32, b: u32, row: u32) -> f32 {
 #endif
 }
 
-// The ROWS rows of this invocation, clamped to the last row for loading.
-fn load_rows(first_row: u32) -> vec4<u32> {
-    let last = params.n - 1u;
-    return vec4<u32>(first_row, min(first_row + WG, last), min(first_row + 2u * WG, last),
-                     min(first_row + 3u * WG, last));
-}
-
 // acc[r] += the block's contribution to rows[r] for token t.
 fn accumulate(acc: vec4<f32>, w: array<Block, ROWS>, rows: vec4<u32>, t: u32, b: u32) -> vec4<f32> {
     let x = (t * params.blocks + b) * 8u;
@@ -160,18 +149,12 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @compute @workgroup_size(WG)
 fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let row_blocks = (params.n + WG * ROWS - 1u) / (WG * ROWS);
-    let group = wid.x + wid.y * nwg.x;
-    let first_row = (group % row_blocks) * WG * ROWS + lid;
-    let first_token = (group / row_blocks) * TOKENS;
-    if (first_row >= params.n || first_token >= params.rows) {
+    let start = gemm_start(wid.x + wid.y * nwg.x, lid);
+    if (start.row >= params.n || start.token >= params.rows) {
         return;
     }
-    let rows = load_rows(first_row);
-    let last_token = params.rows - 1u;
-    let t1 = min(first_token + 1u, last_token);
-    let t2 = min(first_token + 2u, last_token);
-    let t3 = min(first_token + 3u, last_token);
+    let rows = load_rows(start.row);
+    let tokens = load_tokens(start.token);
     var acc0 = vec4<f32>();
     var acc1 = vec4<f32>();
     var acc2 = vec4<f32>();
@@ -179,15 +162,15 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var b = 0u; b < params.blocks; b++) {
         let w = array<Block, ROWS>(load_block(b, rows.x), load_block(b, rows.y), load_block(b, rows.z),
                                    load_block(b, rows.w));
-        acc0 = accumulate(acc0, w, rows, first_token, b);
-        acc1 = accumulate(acc1, w, rows, t1, b);
-        acc2 = accumulate(acc2, w, rows, t2, b);
-        acc3 = accumulate(acc3, w, rows, t3, b);
+        acc0 = accumulate(acc0, w, rows, tokens.x, b);
+        acc1 = accumulate(acc1, w, rows, tokens.y, b);
+        acc2 = accumulate(acc2, w, rows, tokens.z, b);
+        acc3 = accumulate(acc3, w, rows, tokens.w, b);
     }
     let acc = array<vec4<f32>, TOKENS>(acc0, acc1, acc2, acc3);
     for (var t = 0u; t < TOKENS; t++) {
-        if (first_token + t < params.rows) {
-            write_rows(acc[t], first_token + t, first_row);
+        if (start.token + t < params.rows) {
+            write_rows(acc[t], start.token + t, start.row);
         }
     }
 }

@@ -19,18 +19,14 @@
 // Output: out f32 [rows][n].
 // Bindings: 0 params (uniform), 1 x_q, 2 x_scale, 3 x_sum, 4 weight, 5 out.
 //
-// Workgroups of 64 invocations; each invocation owns ROWS = 4 output rows,
-// lid + {0, 64, 128, 192} past the workgroup's first row, so a workgroup
-// covers 256 rows and every weight load is still contiguous across
-// invocations. The rows share each activation word (on CPU drivers such as
-// lavapipe, unpacking the int8 activations costs as much as the weights).
-//   gemv: token 0 only (decode). Grid: ceil(n / 256) workgroups, folded into y.
-//   gemm: also TOKENS = 4 tokens per invocation, so each decoded weight word
-//         serves 4 tokens and each activation word 4 rows. Grid:
-//         ceil(n / 256) * ceil(rows / 4) workgroups (row blocks fastest),
-//         folded into y.
-// Rows and tokens past the end are clamped to the last one for loading and
-// never written.
+// Grid (include/matmul_row_blocks.wgsl): workgroups of 64 invocations, each
+// owning ROWS = 4 output rows lid + {0, 64, 128, 192}, so every weight load
+// is contiguous across invocations, and the rows share each activation word
+// (on CPU drivers such as lavapipe, unpacking the int8 activations costs as
+// much as the weights). gemv: token 0 only (decode), ceil(n / 256)
+// workgroups. gemm: also TOKENS = 4 tokens per invocation, so each decoded
+// weight word serves 4 tokens and each activation word 4 rows; ceil(n / 256)
+// * ceil(rows / 4) workgroups (row blocks fastest). Both folded into y.
 // Define RAW_I32: write the accumulator itself, bitcast to f32, so tests can
 // check the integer product bit-exactly.
 
@@ -52,9 +48,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read> weight: array<u32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
-const WG: u32 = 64u;
-const ROWS: u32 = 4u;
-const TOKENS: u32 = 4u;
+#include "matmul_row_blocks.wgsl"
+
 const CODE_BYTES: u32 = 0x03030303u;
 
 // acc_codes = sum_k x_q * (w + 1) for one (token, row).
@@ -87,13 +82,6 @@ fn dot16_rows(codes: vec4<u32>, x: u32) -> vec4<i32> {
     return vec4<i32>(dot16(codes.x, x), dot16(codes.y, x), dot16(codes.z, x), dot16(codes.w, x));
 }
 
-// The ROWS rows of this invocation, clamped to the last row for loading.
-fn load_rows(first_row: u32) -> vec4<u32> {
-    let last = params.n - 1u;
-    return vec4<u32>(first_row, min(first_row + WG, last), min(first_row + 2u * WG, last),
-                     min(first_row + 3u * WG, last));
-}
-
 fn write_rows(acc: vec4<i32>, token: u32, first_row: u32) {
     for (var r = 0u; r < ROWS; r++) {
         let row = first_row + r * WG;
@@ -124,20 +112,13 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @compute @workgroup_size(WG)
 fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let row_blocks = (params.n + WG * ROWS - 1u) / (WG * ROWS);
-    let block = wid.x + wid.y * nwg.x;
-    let first_row = (block % row_blocks) * WG * ROWS + lid;
-    let first_token = (block / row_blocks) * TOKENS;
-    if (first_row >= params.n || first_token >= params.rows) {
+    let start = gemm_start(wid.x + wid.y * nwg.x, lid);
+    if (start.row >= params.n || start.token >= params.rows) {
         return;
     }
-    let rows = load_rows(first_row);
-    let words_per_token = 4u * params.k_groups;
-    let last_token = params.rows - 1u;
-    let x0 = first_token * words_per_token;
-    let x1 = min(first_token + 1u, last_token) * words_per_token;
-    let x2 = min(first_token + 2u, last_token) * words_per_token;
-    let x3 = min(first_token + 3u, last_token) * words_per_token;
+    let rows = load_rows(start.row);
+    // Each token's first activation word.
+    let x_start = load_tokens(start.token) * (4u * params.k_groups);
     var acc0 = vec4<i32>();
     var acc1 = vec4<i32>();
     var acc2 = vec4<i32>();
@@ -146,15 +127,15 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let base = g * params.n;
         let codes = vec4<u32>(weight[base + rows.x], weight[base + rows.y], weight[base + rows.z],
                               weight[base + rows.w]);
-        acc0 += dot16_rows(codes, x0 + 4u * g);
-        acc1 += dot16_rows(codes, x1 + 4u * g);
-        acc2 += dot16_rows(codes, x2 + 4u * g);
-        acc3 += dot16_rows(codes, x3 + 4u * g);
+        acc0 += dot16_rows(codes, x_start.x + 4u * g);
+        acc1 += dot16_rows(codes, x_start.y + 4u * g);
+        acc2 += dot16_rows(codes, x_start.z + 4u * g);
+        acc3 += dot16_rows(codes, x_start.w + 4u * g);
     }
     let acc = array<vec4<i32>, TOKENS>(acc0, acc1, acc2, acc3);
     for (var t = 0u; t < TOKENS; t++) {
-        if (first_token + t < params.rows) {
-            write_rows(acc[t], first_token + t, first_row);
+        if (start.token + t < params.rows) {
+            write_rows(acc[t], start.token + t, start.row);
         }
     }
 }

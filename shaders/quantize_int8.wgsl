@@ -16,7 +16,7 @@
 // Bindings: 0 params (uniform), 1 x, 2 x_q, 3 x_scale, 4 x_sum.
 // Grid: one workgroup of 64 invocations per row (folded into y past 65535
 // rows); invocations stride over the row, with tree reductions in workgroup
-// memory for max |x| and for the sum.
+// memory for max |x| and for the sum (include/workgroup_reduce.wgsl).
 
 struct Params {
     rows: u32,
@@ -32,8 +32,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> x_sum: array<i32>;
 
 const WG: u32 = 64u;
-var<workgroup> partial_max: array<f32, WG>;
-var<workgroup> partial_sum: array<i32, WG>;
+
+#include "workgroup_reduce.wgsl"
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -48,15 +48,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var i = lid; i < params.k; i += WG) {
         max_abs = max(max_abs, abs(x[base + i]));
     }
-    partial_max[lid] = max_abs;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) {
-            partial_max[lid] = max(partial_max[lid], partial_max[lid + stride]);
-        }
-        workgroupBarrier();
-    }
-    let scale = 127.0 / max(partial_max[0], 1e-5);
+    let scale = 127.0 / max(workgroup_max(lid, max_abs), 1e-5);
 
     var sum = 0i;
     for (var word = lid; word < params.k_words; word += WG) {
@@ -72,16 +64,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         x_q[row * params.k_words + word] = packed;
     }
-    partial_sum[lid] = sum;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) {
-            partial_sum[lid] += partial_sum[lid + stride];
-        }
-        workgroupBarrier();
-    }
+    let row_sum = workgroup_sum_i32(lid, sum);
     if (lid == 0u) {
         x_scale[row] = scale;
-        x_sum[row] = partial_sum[0];
+        x_sum[row] = row_sum;
     }
 }

@@ -6,7 +6,8 @@
 // Bindings: 0 params (uniform), 1 x, 2 weight, 3 out (may alias nothing).
 // Grid: one workgroup of 256 invocations per row (folded into y past 65535
 // rows); each invocation strides over the row, then a tree reduction in
-// workgroup memory. Sum of squares accumulates in f32.
+// workgroup memory (include/workgroup_reduce.wgsl). Sum of squares
+// accumulates in f32.
 
 struct Params {
     rows: u32,
@@ -21,7 +22,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 const WG: u32 = 256u;
-var<workgroup> partial: array<f32, WG>;
+
+#include "workgroup_reduce.wgsl"
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -36,15 +38,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let v = x[base + i];
         sum += v * v;
     }
-    partial[lid] = sum;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let inv_rms = inverseSqrt(partial[0] / f32(params.dim) + params.eps);
+    let inv_rms = inverseSqrt(workgroup_sum(lid, sum) / f32(params.dim) + params.eps);
     for (var i = lid; i < params.dim; i += WG) {
         out[base + i] = x[base + i] * inv_rms * weight[i];
     }

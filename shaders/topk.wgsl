@@ -4,9 +4,10 @@
 //   out[r] = (id_r, logits[offset + id_r]),  r = 0..k-1,  id_0 the argmax,
 //   id_r the best id after id_{r-1} in the order (value desc, id asc).
 //
-// Order: as in argmax.wgsl, values compare through `order_key`, an exact
-// integer image of the float order (-0.0 just below +0.0), so every backend
-// picks the same ids; NaN is never picked. When fewer than k logits are
+// Order: as in argmax.wgsl, values compare through `order_key`
+// (include/logits_order.wgsl), an exact integer image of the float order
+// (-0.0 just below +0.0), so every backend picks the same ids; NaN is never
+// picked. When fewer than k logits are
 // numbers (n < k, or NaN), the remaining slots hold (NONE = 0xffffffff, -inf).
 //
 // Layout: logits f32 [offset + n]; candidates vec2<u32> [ceil(n / CHUNK) * k]
@@ -53,8 +54,9 @@ const WG: u32 = 256u;
 const PER_LANE: u32 = 8u;
 const CHUNK: u32 = WG * PER_LANE;
 const MAX_K: u32 = 64u;
-const NONE: u32 = 0xffffffffu;
 const NEG_INFINITY_BITS: u32 = 0xff800000u;
+
+#include "logits_order.wgsl"
 
 // A (key, id) pair; the empty pick is (0, NONE).
 struct Pick {
@@ -73,18 +75,6 @@ var<workgroup> chunk_keys: array<u32, CHUNK>;
 // merge: each lane's position in its candidate list, and the winners so far.
 var<workgroup> list_cursor: array<u32, WG>;
 var<workgroup> winners: array<u32, MAX_K>;
-
-// Monotone map of f32 bits to u32 (see argmax.wgsl); NaN maps to 0.
-fn order_key(v: f32) -> u32 {
-    let bits = bitcast<u32>(v);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) {
-        return 0u;
-    }
-    if ((bits & 0x80000000u) != 0u) {
-        return ~bits;
-    }
-    return bits | 0x80000000u;
-}
 
 fn none() -> Pick {
     return Pick(0u, NONE);
@@ -142,10 +132,6 @@ fn replay_path(lane: u32) {
     for (var node = (WG + lane) >> 1u; node > 0u; node >>= 1u) {
         play(node);
     }
-}
-
-fn chunk_count() -> u32 {
-    return params.n / CHUNK + select(0u, 1u, params.n % CHUNK != 0u);
 }
 
 // `lane`'s best element of `chunk` after `last` (keys from workgroup memory).

@@ -13,9 +13,9 @@ const ELEMENT_BYTES: u64 = 16;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    count: u32,
-    _pad: [u32; 3],
+pub(crate) struct Params {
+    pub(crate) count: u32,
+    pub(crate) _pad: [u32; 3],
 }
 
 /// `dst[0..bytes] = src[0..bytes]`, `bytes` a multiple of 16.

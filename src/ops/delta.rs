@@ -327,15 +327,15 @@ fn check_step(op: &'static str, rows: u32, pos0: u32, max_rows: u32, max_seq: u3
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct DeltaParams {
-    rows: u32,
-    pos0: u32,
-    kv_heads: u32,
-    head_dim: u32,
-    max_seq: u32,
-    mask_words: u32,
-    capacity: u32,
-    theta: f32,
+pub(crate) struct DeltaParams {
+    pub(crate) rows: u32,
+    pub(crate) pos0: u32,
+    pub(crate) kv_heads: u32,
+    pub(crate) head_dim: u32,
+    pub(crate) max_seq: u32,
+    pub(crate) mask_words: u32,
+    pub(crate) capacity: u32,
+    pub(crate) theta: f32,
 }
 
 /// The delta rule over a step's keys k_new f32 `[rows][kv_heads · head_dim]`
@@ -430,21 +430,21 @@ fn check_theta(theta: f32) -> Result<()> {
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct HybridParams {
-    rows: u32,
-    pos0: u32,
-    heads: u32,
-    kv_heads: u32,
-    head_dim: u32,
-    max_seq: u32,
-    mask_words: u32,
-    window: u32,
-    sinks: u32,
-    scale: f32,
-    sink_rows: u32,
-    ring_rows: u32,
-    capacity: u32,
-    _pad: [u32; 3],
+pub(crate) struct HybridParams {
+    pub(crate) rows: u32,
+    pub(crate) pos0: u32,
+    pub(crate) heads: u32,
+    pub(crate) kv_heads: u32,
+    pub(crate) head_dim: u32,
+    pub(crate) max_seq: u32,
+    pub(crate) mask_words: u32,
+    pub(crate) window: u32,
+    pub(crate) sinks: u32,
+    pub(crate) scale: f32,
+    pub(crate) sink_rows: u32,
+    pub(crate) ring_rows: u32,
+    pub(crate) capacity: u32,
+    pub(crate) _pad: [u32; 3],
 }
 
 /// Query heads of one KV head that one hybrid-attention workgroup serves

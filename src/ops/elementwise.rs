@@ -9,9 +9,9 @@ const WORKGROUP: u32 = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    len: u32,
-    _pad: [u32; 3],
+pub(crate) struct Params {
+    pub(crate) len: u32,
+    pub(crate) _pad: [u32; 3],
 }
 
 /// The gate nonlinearity of a gated FFN.

@@ -1,5 +1,5 @@
-//! Dense matmul `y = x · Wᵀ` (`shaders/matmul_f32.wgsl`,
-//! `shaders/matmul_f16.wgsl`) for the unquantised linears and the lm_head,
+//! Dense matmul `y = x · Wᵀ` (`shaders/matmul_dense.wgsl`, f32 or packed
+//! 16-bit weights by define) for the unquantised linears and the lm_head,
 //! and [`DenseWeight`], the row-chunked weight it shares with the embedding
 //! gather; CPU twin [`crate::cpu::matmul`].
 //!
@@ -257,14 +257,14 @@ const GEMM_TILE: u32 = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    tokens: u32,
-    rows: u32,
-    k: u32,
-    row_words: u32,
-    out_offset: u32,
-    out_stride: u32,
-    _pad: [u32; 2],
+pub(crate) struct Params {
+    pub(crate) tokens: u32,
+    pub(crate) rows: u32,
+    pub(crate) k: u32,
+    pub(crate) row_words: u32,
+    pub(crate) out_offset: u32,
+    pub(crate) out_stride: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
 /// `y[t][n] = Σ_k W[n][k] · x[t][k]` for a [`DenseWeight`] `W` `[N][K]`,
@@ -307,10 +307,6 @@ impl Matmul {
                 format!("weight '{}' chunks cover {covered} of {n} rows", weight.label),
             ));
         }
-        let shader = match weight.format {
-            WeightFormat::F32 => "matmul_f32",
-            WeightFormat::F16 | WeightFormat::Bf16 => "matmul_f16",
-        };
         let mut op = Matmul {
             gemv: Vec::new(),
             gemm: Vec::new(),
@@ -326,7 +322,9 @@ impl Matmul {
             let params =
                 gpu.uniform_from(&format!("{}.params[{index}]", weight.label), &op.chunk_params(index, max_tokens))?;
             for kernel in [MatmulKernel::Gemv, MatmulKernel::Gemm] {
-                let key = KernelKey::new(shader, kernel.entry()).define_if(weight.format == WeightFormat::Bf16, "BF16");
+                let key = KernelKey::new("matmul_dense", kernel.entry())
+                    .define_if(weight.format != WeightFormat::F32, "PACKED")
+                    .define_if(weight.format == WeightFormat::Bf16, "BF16");
                 let label = format!("matmul {} {}[{index}]", kernel.entry(), weight.label);
                 let grid = op.grid(gpu, kernel, max_tokens, chunk.rows)?;
                 let dispatch = gpu.dispatch(&label, &key, &[&params, x, &chunk.buffer, y], grid)?;

@@ -6,11 +6,11 @@ use crate::gpu::{Dispatch, Gpu, GpuBuffer, KernelKey};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    dim: u32,
-    eps: f32,
-    _pad: u32,
+pub(crate) struct Params {
+    pub(crate) rows: u32,
+    pub(crate) dim: u32,
+    pub(crate) eps: f32,
+    pub(crate) _pad: u32,
 }
 
 /// `out[r] = rmsnorm(x[r]) * weight` for `rows` rows of `dim` f32s.

@@ -65,13 +65,13 @@ impl RopeTable {
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    pos0: u32,
-    heads: u32,
-    kv_heads: u32,
-    head_dim: u32,
-    _pad: [u32; 3],
+pub(crate) struct Params {
+    pub(crate) rows: u32,
+    pub(crate) pos0: u32,
+    pub(crate) heads: u32,
+    pub(crate) kv_heads: u32,
+    pub(crate) head_dim: u32,
+    pub(crate) _pad: [u32; 3],
 }
 
 /// Rotates, in place, q f32 `[rows][heads · head_dim]` and k f32
