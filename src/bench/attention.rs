@@ -6,7 +6,8 @@ use super::kernels::{Shapes, Suite, delta_sparsity, pseudo_random, sparse_walk, 
 use crate::error::Result;
 use crate::gpu::Dispatch;
 use crate::ops::attention::{Attention, KvCache};
-use crate::ops::delta::{DeltaCache, DeltaKeys, HybridAttention, MAX_STEP_ROWS};
+use crate::ops::delta::{DeltaCache, DeltaKeys, MAX_STEP_ROWS};
+use crate::ops::hybrid::HybridAttention;
 
 impl Suite<'_> {
     /// One decode token attending to a context of `ctx` (KV append + attend).

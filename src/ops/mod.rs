@@ -9,6 +9,7 @@ pub mod attention;
 pub mod delta;
 pub mod elementwise;
 pub mod embedding;
+pub mod hybrid;
 pub mod matmul;
 pub mod op;
 pub mod quant;

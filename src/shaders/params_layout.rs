@@ -136,13 +136,15 @@ fn differences(wgsl: &Layout, rust: &Layout) -> Vec<String> {
 
 fn table() -> Vec<Row> {
     use crate::bench::copy;
-    use crate::ops::{attention, delta, elementwise, embedding, matmul, quant, rmsnorm, rope, sampling, ternary};
+    use crate::ops::{
+        attention, delta, elementwise, embedding, hybrid, matmul, quant, rmsnorm, rope, sampling, ternary,
+    };
     vec![
         row!("argmax", "topk" Params == sampling::Params { n, offset, k, _pad }),
         row!("attention" Params == attention::Params {
             rows, pos0, heads, kv_heads, head_dim, max_seq, scale, sink_rows, ring_rows, _pad
         }),
-        row!("attention_hybrid" Params == delta::HybridParams {
+        row!("attention_hybrid" Params == hybrid::HybridParams {
             rows, pos0, heads, kv_heads, head_dim, max_seq, mask_words, window, sinks, scale, sink_rows, ring_rows,
             capacity, _pad
         }),

@@ -3,7 +3,8 @@ use deltallm::cpu::attention::causal_attention;
 use deltallm::cpu::delta::{delta_keys, delta_stats, hybrid_attention};
 use deltallm::gpu::GpuBuffer;
 use deltallm::ops::attention::{Attention, KvCache};
-use deltallm::ops::delta::{DeltaCache, DeltaKeys, HybridAttention, MAX_STEP_ROWS, unpack_rows};
+use deltallm::ops::delta::{DeltaCache, DeltaKeys, MAX_STEP_ROWS, unpack_rows};
+use deltallm::ops::hybrid::HybridAttention;
 use rand::Rng;
 
 /// f32 dot products, an f32 prefix sum of up to a few hundred q·Δk terms and

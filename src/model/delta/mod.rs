@@ -21,7 +21,8 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuBuffer};
 use crate::loader::config::Architecture;
 use crate::ops::attention::KvCache;
-use crate::ops::delta::{DeltaCache, DeltaKeys, HybridAttention};
+use crate::ops::delta::{DeltaCache, DeltaKeys};
+use crate::ops::hybrid::HybridAttention;
 use serde::Serialize;
 
 mod control;
