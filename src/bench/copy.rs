@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, GpuBuffer, KernelKey};
+use crate::ops::gpu_params;
 
 /// Name prefix of the copy rows; [`super::relate_to_copy`] looks for it.
 pub const ROW_PREFIX: &str = "copy";
@@ -11,12 +12,7 @@ const WORKGROUP: u32 = 256;
 /// Bytes per element (one vec4<u32>).
 const ELEMENT_BYTES: u64 = 16;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct Params {
-    pub(crate) count: u32,
-    pub(crate) _pad: [u32; 3],
-}
+gpu_params! { Params { count: u32, _pad: [u32; 3] } }
 
 /// `dst[0..bytes] = src[0..bytes]`, `bytes` a multiple of 16.
 pub struct Copy {

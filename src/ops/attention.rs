@@ -100,19 +100,11 @@ impl KvCache {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct Params {
-    pub(crate) rows: u32,
-    pub(crate) pos0: u32,
-    pub(crate) heads: u32,
-    pub(crate) kv_heads: u32,
-    pub(crate) head_dim: u32,
-    pub(crate) max_seq: u32,
-    pub(crate) scale: f32,
-    pub(crate) sink_rows: u32,
-    pub(crate) ring_rows: u32,
-    pub(crate) _pad: [u32; 3],
+gpu_params! {
+    Params {
+        rows: u32, pos0: u32, heads: u32, kv_heads: u32, head_dim: u32, max_seq: u32, scale: f32, sink_rows: u32,
+        ring_rows: u32, _pad: [u32; 3],
+    }
 }
 
 /// Causal attention of q f32 `[rows][heads · head_dim]` against a

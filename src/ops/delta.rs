@@ -326,17 +326,10 @@ pub(super) fn check_step(op: &'static str, rows: u32, pos0: u32, max_rows: u32, 
     Ok(())
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct DeltaParams {
-    pub(crate) rows: u32,
-    pub(crate) pos0: u32,
-    pub(crate) kv_heads: u32,
-    pub(crate) head_dim: u32,
-    pub(crate) max_seq: u32,
-    pub(crate) mask_words: u32,
-    pub(crate) capacity: u32,
-    pub(crate) theta: f32,
+gpu_params! {
+    DeltaParams {
+        rows: u32, pos0: u32, kv_heads: u32, head_dim: u32, max_seq: u32, mask_words: u32, capacity: u32, theta: f32,
+    }
 }
 
 /// The delta rule over a step's keys k_new f32 `[rows][kv_heads · head_dim]`

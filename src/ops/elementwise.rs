@@ -7,12 +7,7 @@ use crate::gpu::{Dispatch, Gpu, GpuBuffer, KernelKey};
 
 const WORKGROUP: u32 = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct Params {
-    pub(crate) len: u32,
-    pub(crate) _pad: [u32; 3],
-}
+gpu_params! { Params { len: u32, _pad: [u32; 3] } }
 
 /// The gate nonlinearity of a gated FFN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -17,17 +17,11 @@ use super::matmul::{DenseWeight, WeightFormat};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, GpuBuffer, KernelKey};
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct Params {
-    pub(crate) tokens: u32,
-    pub(crate) dim: u32,
-    pub(crate) row_words: u32,
-    pub(crate) first_row: u32,
-    pub(crate) chunk_rows: u32,
-    pub(crate) vocab: u32,
-    pub(crate) owns_invalid: u32,
-    pub(crate) invalid_value: f32,
+gpu_params! {
+    Params {
+        tokens: u32, dim: u32, row_words: u32, first_row: u32, chunk_rows: u32, vocab: u32, owns_invalid: u32,
+        invalid_value: f32,
+    }
 }
 
 /// `out[t][:] = table[ids[t]][:]` for up to `max_tokens` ids (u32) and an

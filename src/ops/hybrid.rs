@@ -10,23 +10,11 @@ use super::delta::{DeltaCache, MAX_HEAD_DIM, check_step};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, GpuBuffer, KernelKey};
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct HybridParams {
-    pub(crate) rows: u32,
-    pub(crate) pos0: u32,
-    pub(crate) heads: u32,
-    pub(crate) kv_heads: u32,
-    pub(crate) head_dim: u32,
-    pub(crate) max_seq: u32,
-    pub(crate) mask_words: u32,
-    pub(crate) window: u32,
-    pub(crate) sinks: u32,
-    pub(crate) scale: f32,
-    pub(crate) sink_rows: u32,
-    pub(crate) ring_rows: u32,
-    pub(crate) capacity: u32,
-    pub(crate) _pad: [u32; 3],
+gpu_params! {
+    HybridParams {
+        rows: u32, pos0: u32, heads: u32, kv_heads: u32, head_dim: u32, max_seq: u32, mask_words: u32, window: u32,
+        sinks: u32, scale: f32, sink_rows: u32, ring_rows: u32, capacity: u32, _pad: [u32; 3],
+    }
 }
 
 /// Query heads of one KV head that one hybrid-attention workgroup serves

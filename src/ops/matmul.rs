@@ -255,16 +255,10 @@ impl MatmulKernel {
 const GEMV_ROWS: u32 = 64;
 const GEMM_TILE: u32 = 64;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct Params {
-    pub(crate) tokens: u32,
-    pub(crate) rows: u32,
-    pub(crate) k: u32,
-    pub(crate) row_words: u32,
-    pub(crate) out_offset: u32,
-    pub(crate) out_stride: u32,
-    pub(crate) _pad: [u32; 2],
+gpu_params! {
+    Params {
+        tokens: u32, rows: u32, k: u32, row_words: u32, out_offset: u32, out_stride: u32, _pad: [u32; 2],
+    }
 }
 
 /// `y[t][n] = Σ_k W[n][k] · x[t][k]` for a [`DenseWeight`] `W` `[N][K]`,

@@ -5,6 +5,20 @@
 //!
 //! [`Dispatch`]: crate::gpu::Dispatch
 
+/// A parameter block uploaded to a shader: `#[repr(C)]`, `Pod`, its fields
+/// in the WGSL struct's order (padding included) and `pub(crate)`, so
+/// `shaders::params_layout` checks it against its WGSL twin.
+macro_rules! gpu_params {
+    ($name:ident { $($field:ident: $ty:ty),* $(,)? }) => {
+        #[repr(C)]
+        #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+        pub(crate) struct $name {
+            $(pub(crate) $field: $ty,)*
+        }
+    };
+}
+pub(crate) use gpu_params;
+
 pub mod attention;
 pub mod delta;
 pub mod elementwise;

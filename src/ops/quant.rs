@@ -159,13 +159,7 @@ impl Q8Activations {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct QuantizeParams {
-    pub(crate) rows: u32,
-    pub(crate) blocks: u32,
-    pub(crate) _pad: [u32; 2],
-}
+gpu_params! { QuantizeParams { rows: u32, blocks: u32, _pad: [u32; 2] } }
 
 /// Quantize f32 `x` `[rows][k]` into a [`Q8Activations`].
 pub struct QuantizeQ8 {
@@ -208,16 +202,7 @@ impl QuantizeQ8 {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct MatmulParams {
-    pub(crate) rows: u32,
-    pub(crate) n: u32,
-    pub(crate) blocks: u32,
-    pub(crate) out_offset: u32,
-    pub(crate) out_stride: u32,
-    pub(crate) _pad: [u32; 3],
-}
+gpu_params! { MatmulParams { rows: u32, n: u32, blocks: u32, out_offset: u32, out_stride: u32, _pad: [u32; 3] } }
 
 /// `out[t] = x_q[t] · weightᵀ` with llama.cpp's block arithmetic for `rows`
 /// tokens: f32 `[rows][n]`. One dispatch per weight chunk; one token runs
@@ -315,17 +300,11 @@ impl QuantMatmul {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct GatherParams {
-    pub(crate) tokens: u32,
-    pub(crate) blocks: u32,
-    pub(crate) first_row: u32,
-    pub(crate) chunk_rows: u32,
-    pub(crate) vocab: u32,
-    pub(crate) owns_invalid: u32,
-    pub(crate) invalid_value: f32,
-    pub(crate) _pad: u32,
+gpu_params! {
+    GatherParams {
+        tokens: u32, blocks: u32, first_row: u32, chunk_rows: u32, vocab: u32, owns_invalid: u32, invalid_value: f32,
+        _pad: u32,
+    }
 }
 
 /// `out[t] = dequantize(table[ids[t]])`: the embedding gather from a table

@@ -4,14 +4,7 @@ use super::check_len;
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, GpuBuffer, KernelKey};
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct Params {
-    pub(crate) rows: u32,
-    pub(crate) dim: u32,
-    pub(crate) eps: f32,
-    pub(crate) _pad: u32,
-}
+gpu_params! { Params { rows: u32, dim: u32, eps: f32, _pad: u32 } }
 
 /// `out[r] = rmsnorm(x[r]) * weight` for `rows` rows of `dim` f32s.
 pub struct RmsNorm {

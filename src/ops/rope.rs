@@ -63,16 +63,7 @@ impl RopeTable {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct Params {
-    pub(crate) rows: u32,
-    pub(crate) pos0: u32,
-    pub(crate) heads: u32,
-    pub(crate) kv_heads: u32,
-    pub(crate) head_dim: u32,
-    pub(crate) _pad: [u32; 3],
-}
+gpu_params! { Params { rows: u32, pos0: u32, heads: u32, kv_heads: u32, head_dim: u32, _pad: [u32; 3] } }
 
 /// Rotates, in place, q f32 `[rows][heads · head_dim]` and k f32
 /// `[rows][kv_heads · head_dim]` for tokens at positions `pos0..pos0 + rows`.

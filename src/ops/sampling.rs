@@ -18,15 +18,8 @@ pub const TOPK_MAX_K: u32 = 64;
 /// The id written where there is no answer; see [`crate::cpu::sampling::NONE`].
 pub const NONE: u32 = crate::cpu::sampling::NONE;
 
-/// The uniform of both shaders (argmax.wgsl has padding where `k` is).
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct Params {
-    pub(crate) n: u32,
-    pub(crate) offset: u32,
-    pub(crate) k: u32,
-    pub(crate) _pad: u32,
-}
+// The uniform of both shaders (argmax.wgsl has padding where `k` is).
+gpu_params! { Params { n: u32, offset: u32, k: u32, _pad: u32 } }
 
 /// One top-k output slot, as the GPU writes it (8 bytes, id first).
 /// Padding slots (fewer than k numbers) are `(NONE, -inf)`.

@@ -122,14 +122,7 @@ impl Int8Activations {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct QuantizeParams {
-    pub(crate) rows: u32,
-    pub(crate) k: u32,
-    pub(crate) k_words: u32,
-    pub(crate) _pad: u32,
-}
+gpu_params! { QuantizeParams { rows: u32, k: u32, k_words: u32, _pad: u32 } }
 
 /// Quantize f32 `x` `[rows][k]` into an [`Int8Activations`].
 pub struct QuantizeInt8 {
@@ -171,16 +164,7 @@ impl QuantizeInt8 {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct MatmulParams {
-    pub(crate) rows: u32,
-    pub(crate) n: u32,
-    pub(crate) k_groups: u32,
-    pub(crate) convention: u32,
-    pub(crate) weight_scale: f32,
-    pub(crate) _pad: [u32; 3],
-}
+gpu_params! { MatmulParams { rows: u32, n: u32, k_groups: u32, convention: u32, weight_scale: f32, _pad: [u32; 3] } }
 
 /// `out[t] = bitlinear(x_q[t], weight)` for `rows` tokens: f32 `[rows][n]`.
 /// One token runs the `gemv` entry point, more run `gemm`.
