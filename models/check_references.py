@@ -2,7 +2,7 @@
 """Sanity-check the committed references (models/README.md).
 
 An independent float64 numpy forward of the tiny fixture models (written from
-DESIGN.md §3/§4, not from either oracle) is compared with the stored HF
+docs/DESIGN.md §3/§4, not from either oracle) is compared with the stored HF
 transformers logits and llama.cpp logits; llama.cpp F32 is also compared with
 HF.  Prints relative L2 errors and argmax agreement; exits 1 if a Llama F32
 comparison exceeds 1e-4 or a BitNet one exceeds 5e-2.

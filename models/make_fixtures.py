@@ -86,7 +86,7 @@ models/README.md for where):
     - unpack_weights: for i in 0..3, rows [i*R, (i+1)*R) of the unpacked
       weight = ((P >> 2i) & 3) - 1, R = out/4: packing along the OUTPUT dim.
   The tiny BitNet here uses the default "bitlinear" class, so its
-  weight_scale divides, like DESIGN.md section 3.
+  weight_scale divides, like docs/DESIGN.md §3.
 ----------------------------------------------------------------------------
 """
 

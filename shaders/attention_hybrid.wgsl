@@ -1,4 +1,4 @@
-// DeltaLLM context-aware hybrid attention (DESIGN.md §2.2/§2.3): causal GQA
+// DeltaLLM context-aware hybrid attention (docs/DESIGN.md §2.2/§2.3): causal GQA
 // attention where key j of query position i is scored exactly inside the
 // sinks and the local window and against the delta reference k̂ elsewhere:
 //

@@ -1,4 +1,4 @@
-// DeltaLLM delta keys (DESIGN.md §2.1): turn a step's post-RoPE keys into
+// DeltaLLM delta keys (docs/DESIGN.md §2.1): turn a step's post-RoPE keys into
 // compressed delta rows against a persistent per-KV-head reference k̂.
 //
 //   d = k_t[i] − k̂[i];  fire = |d| > Θ  (or t is position 0: the first row is dense)

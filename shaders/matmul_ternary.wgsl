@@ -1,5 +1,5 @@
 // Ternary (BitNet b1.58) matrix products: int8 activations times ternary
-// weights, accumulated in i32, then scaled (DESIGN.md §3):
+// weights, accumulated in i32, then scaled (docs/DESIGN.md §3):
 //
 //   acc[t][n] = sum_k x_q[t][k] * w[n][k]
 //   out[t][n] = acc / (x_scale[t] * weight_scale)     convention 0 (divide)

@@ -1,5 +1,5 @@
 // Per-token absmax int8 quantization of activations for the ternary
-// matrix product (BitNet b1.58 BitLinear, DESIGN.md §3):
+// matrix product (BitNet b1.58 BitLinear, docs/DESIGN.md §3):
 //
 //   x_scale[r] = 127 / max(max_k |x[r][k]|, 1e-5)
 //   x_q[r][k]  = clamp(round_half_even(x[r][k] * x_scale[r]), -128, 127)

@@ -17,7 +17,7 @@ use minijinja::{Environment, ErrorKind};
 
 const TEMPLATE_NAME: &str = "chat_template";
 
-/// BitNet b1.58 2B4T's prompt form (DESIGN §3): `Role: content<|eot_id|>`
+/// BitNet b1.58 2B4T's prompt form (docs/DESIGN.md §3): `Role: content<|eot_id|>`
 /// per message after BOS, then `Assistant: ` to ask for the reply.
 const BITNET_TEMPLATE: &str = "{{ bos_token }}\
 {% for message in messages %}{{ message.role | capitalize }}: {{ message.content }}<|eot_id|>{% endfor %}\

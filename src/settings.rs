@@ -73,7 +73,7 @@ impl SamplingSettings {
     }
 }
 
-/// DeltaLLM attention (DESIGN §2): off unless a knob is given; then the
+/// DeltaLLM attention (docs/DESIGN.md §2): off unless a knob is given; then the
 /// knobs left out take their defaults.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DeltaSettings {

@@ -1,4 +1,4 @@
-//! DeltaLLM in the whole model (DESIGN §2): the GPU model with hybrid
+//! DeltaLLM in the whole model (docs/DESIGN.md §2): the GPU model with hybrid
 //! attention against the CPU reference that substitutes k̂ outside the
 //! window and sinks (`cpu::model::forward_all_delta`), Θ = 0 against the
 //! dense model, decode against one prefill, and the statistics against

@@ -1,4 +1,4 @@
-//! Whole models against implementations nobody here wrote (DESIGN §7):
+//! Whole models against implementations nobody here wrote (docs/DESIGN.md §7):
 //! the tiny fixtures of `models/make_fixtures.py` against llama.cpp and HF
 //! transformers outputs committed in `tests/data/fixtures/`, and the SmolLM2
 //! package model (fetched by `models/fetch-smollm2.sh`) against llama.cpp,
@@ -137,7 +137,7 @@ fn tiny_llama_gguf_matches_llama_cpp() {
 fn tiny_bitnet_matches_transformers_for_both_scale_conventions() {
     for name in ["tiny-bitnet", "tiny-bitnet-autobitlinear"] {
         let reference = json(&format!("ref-{name}.hf.json"));
-        // Int8 activation rounding can flip on a last-bit difference (DESIGN §3).
+        // Int8 activation rounding can flip on a last-bit difference (docs/DESIGN.md §3).
         check_reference(&fixtures().join(name), reference["prompts"].as_array().unwrap(), 1e-2, 0.95, 0.05);
     }
 }

@@ -168,7 +168,7 @@ fn a_plan_of_the_wrong_length_or_with_bad_codes_is_a_clear_error() {
     assert_eq!((saved.executions(), saved.layers_saved()), (3, 1));
 }
 
-/// The router of DESIGN's routing section in f64, written out step by step.
+/// The router of docs/DESIGN.md §8 in f64, written out step by step.
 fn reference_logits(router: &Router, h: &[f32], tokens: usize, hidden: usize, bias: f32) -> [f64; 3] {
     let windows = 8.min(tokens);
     let size = tokens / windows;

@@ -40,7 +40,7 @@ impl Suite<'_> {
         Ok(())
     }
 
-    /// DeltaLLM (DESIGN §2) against dense attention on the same keys: the
+    /// DeltaLLM (docs/DESIGN.md §2) against dense attention on the same keys: the
     /// delta build over a prompt, prefill attention and one decode token,
     /// dense and hybrid. Keys follow a sparse random walk (each element
     /// jumps with probability 0.4 per position, else repeats), so Θ = 0.01

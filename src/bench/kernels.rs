@@ -1,5 +1,5 @@
 //! The kernel suite: every op the decode step spends its time in, at the
-//! shapes of BitNet-2B4T (DESIGN §3) and Llama-3.2-1B (DESIGN §4), with a
+//! shapes of BitNet-2B4T (docs/DESIGN.md §3) and Llama-3.2-1B (docs/DESIGN.md §4), with a
 //! copy kernel as the bandwidth yardstick; the GGUF block kernels run at
 //! SmolLM2-135M's shapes (the Q4_1 model the tests fetch).
 //!
@@ -145,7 +145,7 @@ pub(super) fn sparse_walk(rows: usize, width: usize, p: f32, seed: u32) -> Vec<f
     keys
 }
 
-/// zeros(ΔK) / numel(ΔK) over rows 1.. of every KV head (DESIGN §2.4).
+/// zeros(ΔK) / numel(ΔK) over rows 1.. of every KV head (docs/DESIGN.md §2.4).
 pub(super) async fn delta_sparsity(gpu: &Gpu, deltas: &DeltaCache, positions: u32) -> Result<f64> {
     let rows: Vec<u32> = gpu.read_async(&deltas.rows).await?;
     let (words, row_words) = (deltas.mask_words() as usize, deltas.row_words() as usize);

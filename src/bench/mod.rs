@@ -3,7 +3,7 @@
 //!
 //! Two parts:
 //! - a **kernel suite** ([`kernels`]): each case builds its op once at the
-//!   real BitNet-2B4T / Llama-1B shapes (DESIGN §3, §4), warms up, times
+//!   real BitNet-2B4T / Llama-1B shapes (docs/DESIGN.md §3, §4), warms up, times
 //!   many runs ([`timer`]) and reports the median with p10/p90. Each row also
 //!   says how many bytes the kernel must move at least, so its effective
 //!   bandwidth can be read against a plain copy kernel measured in the same

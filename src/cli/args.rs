@@ -144,7 +144,7 @@ impl RoutingArgs {
     }
 }
 
-/// DeltaLLM attention (DESIGN §2). Off unless one of these is given; then
+/// DeltaLLM attention (docs/DESIGN.md §2). Off unless one of these is given; then
 /// unset ones take their defaults.
 #[derive(Args, Clone, Debug)]
 pub struct DeltaArgs {

@@ -1,4 +1,4 @@
-//! DeltaLLM (DESIGN.md §2): delta keys and context-aware hybrid attention,
+//! DeltaLLM (docs/DESIGN.md §2): delta keys and context-aware hybrid attention,
 //! the reference the GPU kernels of `shaders/delta_keys.wgsl` and
 //! `shaders/attention_hybrid.wgsl` must match.
 //!
@@ -16,7 +16,7 @@
 //! accumulates: |k_t[i] − k̂_t[i]| ≤ Θ where the element did not fire, and
 //! ≤ |d − f16(d)| ≤ 2⁻¹¹·|d| (plus an f32 rounding of k̂) where it did. The
 //! score error outside the window is therefore at most
-//! (Θ + 2⁻¹¹·max|d|)·‖q‖₁: DESIGN's Θ·‖q‖₁ plus the f16 term. With Θ = 0
+//! (Θ + 2⁻¹¹·max|d|)·‖q‖₁: docs/DESIGN.md's Θ·‖q‖₁ plus the f16 term. With Θ = 0
 //! this is not exact attention; the model runs dense attention then.
 //!
 //! Hybrid attention (§2.2): query `i` scores key `j ≤ i` exactly inside the
@@ -108,7 +108,7 @@ pub fn hybrid_attention(
     })
 }
 
-/// Sparsity as reported (DESIGN.md §2.4) for one sequence of delta rows.
+/// Sparsity as reported (docs/DESIGN.md §2.4) for one sequence of delta rows.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DeltaStats {
     /// zeros(ΔK) / numel(ΔK) over rows 1.. (row 0 is dense by definition).

@@ -1,10 +1,10 @@
-//! The whole-model CPU reference: the forward pass of DESIGN §3 (BitNet
+//! The whole-model CPU reference: the forward pass of docs/DESIGN.md §3 (BitNet
 //! b1.58) and §4 (Llama) over a full token sequence, written as plainly as
 //! the math so the GPU model can be checked against it, layer by layer if
 //! need be. Slow by design; tests use tiny models.
 //!
 //! [`forward_all_delta`] is the same pass with DeltaLLM's hybrid attention
-//! (DESIGN §2): per layer, the delta rule over the post-RoPE keys and k̂
+//! (docs/DESIGN.md §2): per layer, the delta rule over the post-RoPE keys and k̂
 //! substituted for keys outside the window and sinks.
 //!
 //! [`forward_all_planned`] and [`forward_all_routed`] apply a layer plan
@@ -144,7 +144,7 @@ fn forward_with_attention(
     }
 
     let x = rmsnorm(&h, &weights.norm, hidden, eps);
-    // The output projection is never ternary (DESIGN §3); GGUF blocks run as llama.cpp runs them.
+    // The output projection is never ternary (docs/DESIGN.md §3); GGUF blocks run as llama.cpp runs them.
     let out = weights.output();
     if out.is_quantized() { linear(out, &x, t) } else { matmul::matmul(&out.to_f32(), &x, t, out.rows, out.cols) }
 }

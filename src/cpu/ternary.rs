@@ -1,7 +1,7 @@
 //! BitNet b1.58 linear layers on the CPU: the ternary weight packings
 //! (Hugging Face release and our GPU layout), per-token int8 activation
 //! quantization, and the integer matrix product with its scales
-//! (DESIGN.md §3). These define what `shaders/quantize_int8.wgsl` and
+//! (docs/DESIGN.md §3). These define what `shaders/quantize_int8.wgsl` and
 //! `shaders/matmul_ternary.wgsl` must compute; the integer parts are exact,
 //! so the GPU must match them bit for bit.
 //!
@@ -15,7 +15,7 @@
 
 use crate::format::ternary::ScaleConvention;
 
-/// Per-token absmax int8 quantization of `x` `[m][k]` (DESIGN.md §3), in f32
+/// Per-token absmax int8 quantization of `x` `[m][k]` (docs/DESIGN.md §3), in f32
 /// arithmetic exactly as the GPU does it. Returns `x_q` `[m][k]` and the
 /// scales `s_x` `[m]`.
 pub fn quantize_int8(x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>) {

@@ -1,6 +1,6 @@
 //! `deltallm eval`: accuracy on real tasks beside the sparsity DeltaLLM
 //! reached while computing it, so a user can choose Θ and the window on
-//! their own model and data (issue 7, DESIGN §2.4).
+//! their own model and data (issue 7, docs/DESIGN.md §2.4).
 //!
 //! A task reads its data, asks a [`LogitSource`] for teacher-forced logits
 //! of token sequences, and scores them with log-softmax in f64 on the CPU:

@@ -2,7 +2,7 @@
 //! `generation_config.json`) of Llama and BitNet b1.58 checkpoints, or the
 //! `{arch}.*` metadata of a GGUF file, normalized into one [`ModelConfig`].
 //!
-//! Facts encoded here (DESIGN.md §3, §4): BitNet uses relu² and its packed
+//! Facts encoded here (docs/DESIGN.md §3, §4): BitNet uses relu² and its packed
 //! `weight_scale` divides the integer product unless
 //! `quantization_config.linear_class` is `"autobitlinear"`; Llama 3 uses
 //! "llama3" RoPE scaling; stop tokens are the union of config and

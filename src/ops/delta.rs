@@ -1,4 +1,4 @@
-//! DeltaLLM on the GPU (DESIGN.md §2): delta keys (`shaders/delta_keys.wgsl`)
+//! DeltaLLM on the GPU (docs/DESIGN.md §2): delta keys (`shaders/delta_keys.wgsl`)
 //! and context-aware hybrid attention (`shaders/attention_hybrid.wgsl`); CPU
 //! twin [`crate::cpu::delta`].
 //!

@@ -61,12 +61,12 @@ pub fn config(
     }
 }
 
-/// BitNet-b1.58-2B-4T's shape (DESIGN §3).
+/// BitNet-b1.58-2B-4T's shape (docs/DESIGN.md §3).
 pub fn bitnet_2b4t_config() -> ModelConfig {
     config(Architecture::BitNet, 2560, 6912, 30, 20, 5, 128_256)
 }
 
-/// Llama-3.2-1B's shape (DESIGN §4).
+/// Llama-3.2-1B's shape (docs/DESIGN.md §4).
 pub fn llama_1b_config() -> ModelConfig {
     let mut c = config(Architecture::Llama, 2048, 8192, 16, 32, 8, 128_256);
     c.rope_scaling = Some(RopeScaling {

@@ -6,7 +6,7 @@ use deltallm::loader::{
 
 use super::load_err;
 
-/// microsoft/bitnet-b1.58-2B-4T config.json (DESIGN.md §3).
+/// microsoft/bitnet-b1.58-2B-4T config.json (docs/DESIGN.md §3).
 const BITNET: &str = r#"{
   "architectures": ["BitNetForCausalLM"],
   "attention_bias": false,
@@ -29,7 +29,7 @@ const BITNET: &str = r#"{
   "quantization_config": {"quant_method": "bitnet", "linear_class": "bitlinear", "quantization_mode": "offline"}
 }"#;
 
-/// meta-llama/Llama-3.2-1B-Instruct config.json (DESIGN.md §4).
+/// meta-llama/Llama-3.2-1B-Instruct config.json (docs/DESIGN.md §4).
 const LLAMA: &str = r#"{
   "architectures": ["LlamaForCausalLM"],
   "bos_token_id": 128000,

@@ -75,7 +75,7 @@ pub fn argmax(v: &[f32]) -> usize {
     v.iter().enumerate().fold(0, |best, (i, x)| if *x > v[best] { i } else { best })
 }
 
-/// I2_S bytes (x86 layout, DESIGN §5): per 128 elements 32 bytes, byte j
+/// I2_S bytes (x86 layout, docs/DESIGN.md §5): per 128 elements 32 bytes, byte j
 /// holding elements j, j+32, j+64, j+96 from the high bits down, code =
 /// value + 1; then the f32 scale, padded to n/4 + 32 bytes.
 fn pack_i2_s(values: &[i8], scale: f32) -> Vec<u8> {

@@ -1,5 +1,5 @@
 // Shared set-up of the browser tests: Debian's Chromium through playwright-core with SwiftShader's WebGPU
-// (DESIGN §6), the page server's address, screenshots, and the native engine as the reference.
+// (docs/DESIGN.md §6), the page server's address, screenshots, and the native engine as the reference.
 //
 // Environment:
 //   DELTALLM_WEB_URL   where web/serve.sh serves web/www (web/test.sh sets it), e.g. http://127.0.0.1:8123/

@@ -1,4 +1,4 @@
-//! DeltaLLM in the model (DESIGN §2): the options a user sets, each layer's
+//! DeltaLLM in the model (docs/DESIGN.md §2): the options a user sets, each layer's
 //! delta ops, Θ calibrated from a target sparsity, and the statistics of
 //! §2.4 counted from the delta rows the GPU built.
 //!
@@ -42,7 +42,7 @@ pub enum DeltaStage {
     Both,
 }
 
-/// DeltaLLM's knobs (DESIGN §2). The defaults are starting points to
+/// DeltaLLM's knobs (docs/DESIGN.md §2). The defaults are starting points to
 /// calibrate, not tuned values.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeltaOptions {

@@ -31,7 +31,7 @@ impl DeltaCounts {
     }
 }
 
-/// DESIGN §2.4's figures for one head, layer or the model, in one phase.
+/// docs/DESIGN.md §2.4's figures for one head, layer or the model, in one phase.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Sparsity {
     /// zeros(ΔK) / numel(ΔK).
@@ -120,7 +120,7 @@ pub struct LayerStats {
     pub heads: Vec<HeadStats>,
 }
 
-/// DeltaLLM statistics of the current sequence (DESIGN §2.4).
+/// DeltaLLM statistics of the current sequence (docs/DESIGN.md §2.4).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DeltaReport {
     pub window: u32,
