@@ -45,7 +45,7 @@ fn check_matrix_len(op: &'static str, what: &str, len: usize, rows: usize, cols:
 /// ternary matrix `[out][in]`, row-major.
 pub fn unpack_hf_packed(packed: &[u8], out_features: usize, in_features: usize) -> Result<Vec<i8>> {
     const OP: &str = "unpack_hf_packed";
-    if out_features % 4 != 0 {
+    if !out_features.is_multiple_of(4) {
         return Err(Error::shape(OP, format!("out_features {out_features} is not a multiple of 4")));
     }
     let rows_per_plane = out_features / 4;
@@ -71,7 +71,7 @@ pub fn unpack_hf_packed(packed: &[u8], out_features: usize, in_features: usize) 
 /// The inverse of [`unpack_hf_packed`]: ternary `[out][in]` to uint8 `[out/4][in]`.
 pub fn pack_hf_packed(w: &[i8], out_features: usize, in_features: usize) -> Result<Vec<u8>> {
     const OP: &str = "pack_hf_packed";
-    if out_features % 4 != 0 {
+    if !out_features.is_multiple_of(4) {
         return Err(Error::shape(OP, format!("out_features {out_features} is not a multiple of 4")));
     }
     check_matrix_len(OP, "weight", w.len(), out_features, in_features)?;
@@ -141,7 +141,7 @@ pub fn unpack_gpu(words: &[u32], n: usize, k: usize) -> Result<Vec<i8>> {
 /// `shaders/quantize_int8.wgsl`: u32 `[m][K_pad/4]` (K_pad = [`padded_k`]),
 /// column `4i + b` in byte `b` of word `i`, zero padding.
 pub fn pack_int8_rows(x_q: &[i8], k: usize) -> Vec<u32> {
-    assert!(k > 0 && x_q.len() % k == 0, "x_q has {} elements, not a multiple of k = {k}", x_q.len());
+    assert!(k > 0 && x_q.len().is_multiple_of(k), "x_q has {} elements, not a multiple of k = {k}", x_q.len());
     let words_per_row = padded_k(k) / 4;
     let mut words = Vec::with_capacity(x_q.len() / k * words_per_row);
     for row in x_q.chunks_exact(k) {
