@@ -4,7 +4,6 @@
 //! dense f32 K/V cache at the step's context, for Llama and BitNet, with
 //! weights split into chunks and a plan that skips and repeats layers.
 
-#[allow(dead_code)]
 mod support;
 use support::{TOKENS, gpu};
 
