@@ -70,7 +70,21 @@ fn quick_suite_json_has_every_row_with_positive_times() {
             Some(d) => assert!(name.contains("delta") && (0.3..0.95).contains(&d), "{name}: {d}"),
             None => assert!(!name.contains("delta"), "{name} has no delta sparsity"),
         }
+        // Every row counts its dispatches; decode rows the bytes a token reads
+        // (more than the lm_head's alone) and the bandwidth that makes.
+        assert!(r["dispatches"].as_u64().unwrap() > 0, "{name}");
+        let (bytes, head, gb_per_s) = (&r["bytes_per_token"], &r["head_bytes_per_token"], &r["gb_per_s"]);
+        if name.contains("decode") {
+            let (bytes, head) = (bytes.as_u64().unwrap(), head.as_u64().unwrap());
+            assert!(0 < head && head < bytes, "{name}: {head} of {bytes}");
+            assert!(gb_per_s.as_f64().unwrap() > 0.0, "{name}");
+        } else {
+            assert!(bytes.is_null() && head.is_null() && gb_per_s.is_null(), "{name}");
+        }
     }
+    // A decode step records what a prefill step does (one dispatch per op and chunk).
+    let dispatches = |name: &str| e2e_rows.iter().find(|r| r["name"] == name).unwrap()["dispatches"].as_u64();
+    assert_eq!(dispatches("llama-tiny decode at 8 (1/2 layers)"), dispatches("llama-tiny prefill 8 (1/2 layers)"));
     for name in [
         "bitnet-tiny prefill 16 (1/2 layers)",
         "llama-tiny decode at 8 (1/2 layers)",
@@ -82,6 +96,7 @@ fn quick_suite_json_has_every_row_with_positive_times() {
     let back: Report = serde_json::from_str(&json).unwrap();
     assert_eq!(back.kernels.len(), report.kernels.len());
     assert!(report.table().contains("ternary gemv"));
+    assert!(report.table().contains("| dispatches | MB/token | GB/s |"));
 }
 
 #[test]

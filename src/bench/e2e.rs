@@ -126,6 +126,7 @@ fn row(name: String, model: &str, layers: usize, tokens: usize, samples_ms: &[f6
         p90_ms: percentile(samples_ms, 90.0),
         tokens_per_s: tokens as f64 / (median_ms / 1e3),
         delta_sparsity: None,
+        ..Default::default()
     }
 }
 
@@ -243,10 +244,21 @@ async fn time_steps(
         decode_ms.push(start.elapsed().as_secs_f64() * 1e3);
     }
     let n = prompt.len();
-    let prefill = row(format!("{label} prefill {n}{depth}"), label, layers, n, &prefill_ms);
-    let decode = row(format!("{label} decode at {n}{depth}"), label, layers, 1, &decode_ms);
+    let mut prefill = row(format!("{label} prefill {n}{depth}"), label, layers, n, &prefill_ms);
+    let mut decode = row(format!("{label} decode at {n}{depth}"), label, layers, 1, &decode_ms);
+    // What the steps cost the GPU: a prefill step holds up to prefill_chunk
+    // tokens; decode is costed at the median step's context.
+    prefill.dispatches = model.prefill_cost((n as u32).min(model.options.prefill_chunk)).dispatches;
+    let cost = model.decode_cost((n + options.decode_steps / 2) as u32);
+    decode.dispatches = cost.dispatches;
+    decode.bytes_per_token = Some(cost.bytes());
+    decode.head_bytes_per_token = Some(cost.head_weight_bytes);
+    decode.gb_per_s = Some(cost.bytes() as f64 / (decode.median_ms / 1e3) / 1e9);
     for r in [&prefill, &decode] {
-        progress(&format!("{:<60} median {:>10.1} ms  {:.2} tok/s", r.name, r.median_ms, r.tokens_per_s));
+        progress(&format!(
+            "{:<60} median {:>10.1} ms  {:.2} tok/s  {} dispatches/step",
+            r.name, r.median_ms, r.tokens_per_s, r.dispatches
+        ));
     }
     Ok(vec![prefill, decode])
 }

@@ -169,6 +169,17 @@ pub struct E2eRow {
     pub tokens_per_s: f64,
     /// Delta sparsity measured on the run, for rows with DeltaLLM attention.
     pub delta_sparsity: Option<f64>,
+    /// Compute dispatches per step ([`crate::model::Model::step_cost`]):
+    /// per token on decode rows, per prefill step (of up to
+    /// `prefill_chunk` tokens) on prefill rows; 0 in reports from before.
+    pub dispatches: u32,
+    /// Decode rows: bytes one decode step reads (every weight once and the
+    /// dense K/V cache at the median step's context; activations left out).
+    pub bytes_per_token: Option<u64>,
+    /// Of `bytes_per_token`, the output head's (final norm and lm_head).
+    pub head_bytes_per_token: Option<u64>,
+    /// Decode rows: `bytes_per_token` over the median time per token.
+    pub gb_per_s: Option<f64>,
 }
 
 /// Everything one `deltallm bench` run measured.
@@ -249,19 +260,22 @@ impl Report {
         if !self.e2e.is_empty() {
             let _ = writeln!(
                 s,
-                "\n| end to end | tokens | median ms | p10–p90 ms | tok/s | delta sparsity |\n|---|---:|---:|---:|---:|---:|"
+                "\n| end to end | tokens | median ms | p10–p90 ms | tok/s | delta sparsity | dispatches | MB/token | GB/s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
             );
             for r in &self.e2e {
                 let sparsity = r.delta_sparsity.map_or("–".to_string(), |d| format!("{:.1}%", 100.0 * d));
+                let mb = r.bytes_per_token.map_or("–".to_string(), |b| format!("{:.1}", b as f64 / 1e6));
+                let gb_per_s = r.gb_per_s.map_or("–".to_string(), |g| format!("{g:.2}"));
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {}–{} | {:.2} | {sparsity} |",
+                    "| {} | {} | {} | {}–{} | {:.2} | {sparsity} | {} | {mb} | {gb_per_s} |",
                     r.name,
                     r.tokens,
                     fmt_ms(r.median_ms),
                     fmt_ms(r.p10_ms),
                     fmt_ms(r.p90_ms),
-                    r.tokens_per_s
+                    r.tokens_per_s,
+                    r.dispatches
                 );
             }
         }

@@ -12,8 +12,8 @@
 use super::delta::{DeltaOptions, LayerDelta};
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, GpuBuffer};
-use crate::ops::Step;
 use crate::ops::attention::{Attention, KvCache};
+use crate::ops::{OpCost, Step};
 
 /// The activations attention reads and writes.
 #[derive(Clone, Copy)]
@@ -119,6 +119,20 @@ impl AttentionBlock {
         }
         self.hybrid = self.delta.is_some() && (!self.attention.can_attend() || hybrid);
         Ok(())
+    }
+
+    /// What `step` costs the block: its dispatches, and the K/V cache bytes
+    /// attention reads, each once, at the context after the step
+    /// (`pos0 + rows` positions of f32 keys and values). With DeltaLLM this
+    /// is the same dense figure: an upper bound of what hybrid attention
+    /// reads from its delta rows and key ring, whose sparsity a step does
+    /// not know in advance.
+    pub fn cost(&self, step: Step) -> OpCost {
+        let mut list = Vec::new();
+        self.dispatches(&mut list);
+        let position_bytes = self.cache.v.size / self.cache.max_seq as u64;
+        let context = (step.pos0 + step.rows).min(self.cache.max_seq) as u64;
+        OpCost { dispatches: list.len() as u32, weight_bytes: 0, kv_bytes: 2 * position_bytes * context }
     }
 
     /// The step's dispatches: append, then (delta keys and) dense or hybrid attention.

@@ -15,7 +15,7 @@ use crate::ops::elementwise::{AddInPlace, GatedActivation, GatedMul};
 use crate::ops::quant::Q8Activations;
 use crate::ops::rope::{Rope, RopeTable};
 use crate::ops::ternary::Int8Activations;
-use crate::ops::{Op, RmsNorm, Step};
+use crate::ops::{Op, OpCost, RmsNorm, Step};
 use crate::routing::LayerAction;
 use crate::weights::{Matrix, WeightFormats};
 
@@ -218,6 +218,30 @@ impl Layer {
                 // Model::set_layer_plan and routing build the block before a repeat runs.
                 let second = self.repeat.as_ref().expect("a repeated layer has its second attention block");
                 self.pass(second, out);
+            }
+        }
+    }
+
+    /// What `step` costs the layer under `action`, pass by pass as
+    /// [`Layer::dispatches`] records them (a repeat reads its weights twice).
+    pub fn cost(&self, action: LayerAction, step: Step) -> OpCost {
+        let pass = |attention: &AttentionBlock| -> OpCost {
+            self.ops
+                .iter()
+                .map(|op| match &op.slot {
+                    Slot::Op(o) => o.cost(step),
+                    Slot::Attention => attention.cost(step),
+                })
+                .sum()
+        };
+        match action {
+            LayerAction::Skip => OpCost::default(),
+            LayerAction::Execute => pass(&self.attention),
+            LayerAction::Repeat => {
+                let second = self.repeat.as_ref().expect("a repeated layer has its second attention block");
+                let mut cost = pass(&self.attention);
+                cost += pass(second);
+                cost
             }
         }
     }

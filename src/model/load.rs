@@ -113,6 +113,7 @@ impl Model {
             position: 0,
             logit_rows: 0,
             sequence: SequenceReport::default(),
+            last_step_dispatches: 0,
         })
     }
 }

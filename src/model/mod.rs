@@ -17,11 +17,13 @@
 //! Where the rest lives: `load.rs` builds the model from a
 //! [`WeightSource`]; `attention.rs` is a layer's KV cache with its dense and
 //! DeltaLLM attention ops; `linear.rs` chooses a linear's op from its
-//! weight format; `delta/` holds DeltaLLM's options, Θ control and
+//! weight format; `cost.rs` sums what a step costs (dispatches, bytes
+//! read) from its ops; `delta/` holds DeltaLLM's options, Θ control and
 //! statistics.
 
 mod arch;
 mod attention;
+mod cost;
 pub mod delta;
 mod head;
 mod layer;
@@ -30,6 +32,7 @@ mod load;
 pub mod sequence;
 
 pub use crate::routing::{LayerAction, LayerPlan, PlanSource, Routers, RoutingReport};
+pub use cost::StepCost;
 pub use delta::{DeltaOptions, DeltaReport, DeltaStage};
 pub use head::HeadFormat;
 pub use sequence::{Phase, PhaseRun, SequenceReport};
@@ -110,6 +113,8 @@ pub struct Model {
     routing: Routing,
     /// The phases the current sequence ran.
     sequence: SequenceReport,
+    /// Compute dispatches the last step recorded.
+    last_step_dispatches: u32,
 }
 
 impl Model {
@@ -197,6 +202,7 @@ impl Model {
         head.extend(self.argmax.dispatches());
         gpu.record(&mut encoder, "lm_head", &head);
         gpu.submit(encoder)?;
+        self.last_step_dispatches = (body.len() + head.len()) as u32;
         self.position += step.rows;
         self.logit_rows = logit_rows;
         Ok(())

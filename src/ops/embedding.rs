@@ -35,6 +35,8 @@ pub struct Embedding {
     dim: u32,
     row_words: u32,
     max_tokens: u32,
+    /// Bytes of the table's chunks together.
+    table_size: u64,
 }
 
 impl Embedding {
@@ -72,6 +74,7 @@ impl Embedding {
             dim,
             row_words: table.row_words(),
             max_tokens,
+            table_size: table.bytes(),
         };
         for (index, chunk) in table.chunks.iter().enumerate() {
             let params = gpu.uniform_from(
@@ -88,6 +91,11 @@ impl Embedding {
             op.params.push(params);
         }
         Ok(op)
+    }
+
+    /// Weight bytes a gather of `tokens` ids reads: one table row each.
+    pub fn weight_bytes(&self, tokens: u32) -> u64 {
+        self.table_size / self.vocab as u64 * tokens as u64
     }
 
     /// The dispatches to record, one per table chunk.

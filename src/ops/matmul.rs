@@ -275,6 +275,8 @@ pub struct Matmul {
     row_words: u32,
     max_tokens: u32,
     kernel: MatmulKernel,
+    /// Bytes of the weight's chunks together.
+    weight_size: u64,
 }
 
 impl Matmul {
@@ -311,6 +313,7 @@ impl Matmul {
             row_words: weight.row_words(),
             max_tokens,
             kernel: MatmulKernel::for_tokens(max_tokens),
+            weight_size: weight.bytes(),
         };
         for (index, chunk) in weight.chunks.iter().enumerate() {
             let params =
@@ -330,6 +333,11 @@ impl Matmul {
             op.params.push(params);
         }
         Ok(op)
+    }
+
+    /// Weight bytes a step reads: every chunk once, whatever the token count.
+    pub fn weight_bytes(&self, _tokens: u32) -> u64 {
+        self.weight_size
     }
 
     /// The dispatches to record for the current token count, one per chunk.

@@ -31,7 +31,7 @@ pub mod rmsnorm;
 pub mod rope;
 pub mod sampling;
 pub mod ternary;
-pub use op::{Op, Step};
+pub use op::{Op, OpCost, Step};
 pub use rmsnorm::RmsNorm;
 
 use crate::error::{Error, Result};

@@ -213,6 +213,8 @@ pub struct QuantMatmul {
     params: Vec<(MatmulParams, GpuBuffer)>,
     max_rows: u32,
     rows: u32,
+    /// Bytes of the weight's blocks and scales, all chunks.
+    weight_size: u64,
 }
 
 impl QuantMatmul {
@@ -233,8 +235,14 @@ impl QuantMatmul {
         let format = weight.format;
         let key = |entry| block_defines(KernelKey::new("matmul_q", entry), format);
         let scale_words = if format.has_min() { 2 } else { 1 };
-        let mut op =
-            QuantMatmul { gemv: Vec::new(), gemm: Vec::new(), params: Vec::new(), max_rows: act.max_rows, rows: 0 };
+        let mut op = QuantMatmul {
+            gemv: Vec::new(),
+            gemm: Vec::new(),
+            params: Vec::new(),
+            max_rows: act.max_rows,
+            rows: 0,
+            weight_size: weight.bytes(),
+        };
         let mut covered = 0;
         for (index, chunk) in weight.chunks.iter().enumerate() {
             if chunk.first_row != covered || chunk.rows == 0 {
@@ -293,6 +301,11 @@ impl QuantMatmul {
         if self.rows == 1 { &self.gemv } else { &self.gemm }
     }
 
+    /// Weight bytes a step reads: every chunk's blocks and scales once.
+    pub fn weight_bytes(&self, _rows: u32) -> u64 {
+        self.weight_size
+    }
+
     /// Record and submit on its own (tests, benchmarks).
     pub fn run(&self, gpu: &Gpu) -> Result<()> {
         let dispatches: Vec<&Dispatch> = self.dispatches().iter().collect();
@@ -315,6 +328,8 @@ pub struct QuantEmbedding {
     dispatches: Vec<Dispatch>,
     params: Vec<(GatherParams, GpuBuffer)>,
     max_tokens: u32,
+    /// Bytes of one table row's blocks and scales.
+    row_size: u64,
 }
 
 impl QuantEmbedding {
@@ -328,7 +343,8 @@ impl QuantEmbedding {
         check_len(OP, out, max_tokens as u64 * table.cols as u64, 4)?;
         let key = block_defines(KernelKey::new("embedding_q", "main"), table.format);
         let blocks = table.cols / BLOCK as u32;
-        let mut op = QuantEmbedding { dispatches: Vec::new(), params: Vec::new(), max_tokens };
+        let row_size = table.bytes() / table.rows as u64;
+        let mut op = QuantEmbedding { dispatches: Vec::new(), params: Vec::new(), max_tokens, row_size };
         let mut covered = 0;
         for (index, chunk) in table.chunks.iter().enumerate() {
             if chunk.first_row != covered || chunk.rows == 0 {
@@ -376,6 +392,11 @@ impl QuantEmbedding {
     /// One dispatch per chunk.
     pub fn dispatches(&self) -> &[Dispatch] {
         &self.dispatches
+    }
+
+    /// Weight bytes a gather of `tokens` ids reads: one table row each.
+    pub fn weight_bytes(&self, tokens: u32) -> u64 {
+        self.row_size * tokens as u64
     }
 
     /// Record and submit on its own (tests).

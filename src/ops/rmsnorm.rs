@@ -13,6 +13,8 @@ pub struct RmsNorm {
     dim: u32,
     eps: f32,
     max_rows: u32,
+    /// Bytes of the weight buffer.
+    weight_size: u64,
 }
 
 impl RmsNorm {
@@ -41,7 +43,12 @@ impl RmsNorm {
             &[&params, x, weight, out],
             gpu.grid(max_rows),
         )?;
-        Ok(RmsNorm { dispatch, params, dim, eps, max_rows })
+        Ok(RmsNorm { dispatch, params, dim, eps, max_rows, weight_size: weight.size })
+    }
+
+    /// Weight bytes a step reads: the whole weight vector, whatever the rows.
+    pub fn weight_bytes(&self, _rows: u32) -> u64 {
+        self.weight_size
     }
 
     /// Process `rows` rows in the next submit (no allocation).

@@ -174,6 +174,8 @@ pub struct TernaryMatmul {
     params: MatmulParams,
     params_buffer: GpuBuffer,
     max_rows: u32,
+    /// Bytes of the packed weight (2 bits per weight; its scale is a parameter).
+    weight_size: u64,
 }
 
 impl TernaryMatmul {
@@ -224,7 +226,8 @@ impl TernaryMatmul {
         let key = |entry| KernelKey::new("matmul_ternary", entry).define_if(raw, "RAW_I32");
         let gemv = gpu.dispatch("matmul_ternary.gemv", &key("gemv"), &buffers, [0, 1, 1])?;
         let gemm = gpu.dispatch("matmul_ternary.gemm", &key("gemm"), &buffers, [0, 1, 1])?;
-        let mut op = TernaryMatmul { gemv, gemm, params, params_buffer, max_rows: act.max_rows };
+        let weight_size = weight.words.size;
+        let mut op = TernaryMatmul { gemv, gemm, params, params_buffer, max_rows: act.max_rows, weight_size };
         op.set_rows(gpu, act.max_rows)?;
         Ok(op)
     }
@@ -241,6 +244,11 @@ impl TernaryMatmul {
         self.gemv.set_workgroups(gpu.grid(row_blocks));
         self.gemm.set_workgroups(gpu.grid(row_blocks * token_blocks));
         Ok(())
+    }
+
+    /// Weight bytes a step reads: the packed weight once, whatever the rows.
+    pub fn weight_bytes(&self, _rows: u32) -> u64 {
+        self.weight_size
     }
 
     /// The dispatch for the current number of rows: `gemv` for one token.
