@@ -265,8 +265,7 @@ fn dense_attention_keeps_the_full_k_cache() {
 fn decode_steps_create_no_pipelines() {
     let weights = tiny(Architecture::BitNet, 3);
     let delta = DeltaOptions { threshold: 0.3, ..Default::default() };
-    let mut model = Model::load(gpu(), &weights, options(delta, false)).unwrap();
-    assert_decoding_creates_no_pipelines(&mut model, 4);
+    assert_decoding_creates_no_pipelines(|gpu| Model::load(gpu, &weights, options(delta, false)).unwrap(), 4);
 }
 
 #[test]

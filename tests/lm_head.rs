@@ -112,8 +112,7 @@ fn a_head_already_in_gguf_blocks_is_left_alone() {
 fn decoding_with_the_q8_0_head_creates_no_pipelines() {
     let weights = tiny_model(Architecture::BitNet, true, 3);
     let options = ModelOptions { all_logits: false, ..options(HeadFormat::Q8_0) };
-    let mut model = Model::load(gpu(), &weights, options).unwrap();
-    assert_decoding_creates_no_pipelines(&mut model, 3);
+    assert_decoding_creates_no_pipelines(|gpu| Model::load(gpu, &weights, options).unwrap(), 3);
 }
 
 #[test]

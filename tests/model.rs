@@ -60,8 +60,8 @@ fn prefill_then_decode_equals_one_prefill() {
 #[test]
 fn decode_steps_create_no_pipelines() {
     let weights = tiny(Architecture::BitNet, 3);
-    let mut model = Model::load(gpu(), &weights, ModelOptions { max_context: 32, ..Default::default() }).unwrap();
-    assert_decoding_creates_no_pipelines(&mut model, 4);
+    let options = ModelOptions { max_context: 32, ..Default::default() };
+    assert_decoding_creates_no_pipelines(|gpu| Model::load(gpu, &weights, options).unwrap(), 4);
 }
 
 #[test]

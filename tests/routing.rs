@@ -148,9 +148,15 @@ fn repeated_layers_with_delta_attention_decode_as_they_prefill() {
 #[test]
 fn decode_steps_with_a_plan_create_no_pipelines() {
     let weights = tiny(Architecture::Llama, 5);
-    let mut model = Model::load(gpu(), &weights, ModelOptions { max_context: 32, ..Default::default() }).unwrap();
-    model.set_layer_plan(gpu(), plan(&[2, 0, 1, 2])).unwrap();
-    assert_decoding_creates_no_pipelines(&mut model, 3);
+    let options = ModelOptions { max_context: 32, ..Default::default() };
+    assert_decoding_creates_no_pipelines(
+        |gpu| {
+            let mut model = Model::load(gpu, &weights, options).unwrap();
+            model.set_layer_plan(gpu, plan(&[2, 0, 1, 2])).unwrap();
+            model
+        },
+        3,
+    );
 }
 
 #[test]

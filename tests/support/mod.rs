@@ -46,14 +46,20 @@ pub fn smollm2() -> Option<PathBuf> {
 /// After a prompt and one decode step, `steps` more decode steps create no
 /// pipelines: everything a step runs is built at load (or when the plan or
 /// DeltaLLM options are set).
-pub fn assert_decoding_creates_no_pipelines(model: &mut Model, steps: u32) {
-    model.forward(gpu(), &TOKENS[..5]).unwrap();
-    model.forward(gpu(), &[5]).unwrap();
-    let before = gpu().pipelines_created();
+///
+/// The count is per `Gpu`, and the other tests of a binary build models on
+/// [`gpu()`] at the same time, so the check runs on a device of its own:
+/// `load` builds the model on the device it is given.
+pub fn assert_decoding_creates_no_pipelines(load: impl FnOnce(&Gpu) -> Model, steps: u32) {
+    let gpu = Gpu::new_blocking(&GpuOptions::from_env()).expect("a GPU adapter");
+    let mut model = load(&gpu);
+    model.forward(&gpu, &TOKENS[..5]).unwrap();
+    model.forward(&gpu, &[5]).unwrap();
+    let before = gpu.pipelines_created();
     for t in 0..steps {
-        model.forward(gpu(), &[t]).unwrap();
+        model.forward(&gpu, &[t]).unwrap();
     }
-    assert_eq!(gpu().pipelines_created(), before);
+    assert_eq!(gpu.pipelines_created(), before, "decode steps compiled pipelines");
 }
 
 /// Relative L2 error ‖a − b‖ / ‖b‖ (a non-finite value in `a` gives infinity).
