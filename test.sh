@@ -13,7 +13,7 @@ echo "== all tests, default adapter =="
 cargo test --release --all-targets
 
 echo "== GPU kernel, model and fixture tests, portable mode (WebGPU baseline limits, no f16, no subgroups) =="
-DELTALLM_PORTABLE=1 cargo test --release --test kernels --test model --test sequence --test delta_model --test routing --test quant_model --test lm_head --test fixtures --test bench
+DELTALLM_PORTABLE=1 cargo test --release --test kernels --test model --test sequence --test delta_model --test routing --test quant_model --test fixtures --test bench
 
 echo "== GPU kernel and DeltaLLM model tests, GL backend =="
 WGPU_BACKEND=gl cargo test --release --test kernels --test bench --test delta_model

@@ -8,13 +8,12 @@
 //!   `greedy: false`); when it samples, it keeps the top 40 tokens and the
 //!   top 0.95 of the probability ([`SamplingSettings::default`]);
 //! - DeltaLLM is on as soon as any of its knobs is given; the knobs left
-//!   out take [`DeltaOptions::for_architecture`]'s values;
-//! - the output head's format is [`DEFAULT_LM_HEAD`] unless `--lm-head` says.
+//!   out take [`DeltaOptions::for_architecture`]'s values.
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::loader::config::Architecture;
-use crate::model::{DeltaOptions, DeltaStage, HeadFormat, LayerPlan, Model, ModelOptions, Routers};
+use crate::model::{DeltaOptions, DeltaStage, LayerPlan, Model, ModelOptions, Routers};
 use crate::sampler::SamplerConfig;
 use std::path::PathBuf;
 
@@ -24,10 +23,6 @@ pub const DEFAULT_TOP_K: usize = 40;
 pub const DEFAULT_TOP_P: f32 = 0.95;
 /// The temperature of the web's `greedy: false` without a `temperature`.
 pub const DEFAULT_TEMPERATURE: f32 = 0.8;
-/// The output head's format (`--lm-head`; the web always loads with it).
-/// Q8_0: it moved the fixtures' perplexity by at most 0.26 % (EVAL.md) and
-/// cut a BitNet-2B4T-shaped decode step by a third (BENCHMARKS.md).
-pub const DEFAULT_LM_HEAD: HeadFormat = HeadFormat::Q8_0;
 
 /// How to choose each next token. `Default` is greedy decoding.
 #[derive(Clone, Debug, PartialEq)]
@@ -187,8 +182,6 @@ pub struct ModelSettings {
     pub prefill_chunk: u32,
     pub delta: DeltaSettings,
     pub routing: RoutingSettings,
-    /// The output head as stored, or quantized to Q8_0 at load.
-    pub lm_head: HeadFormat,
 }
 
 impl ModelSettings {
@@ -208,7 +201,6 @@ impl ModelSettings {
             prefill_chunk: self.prefill_chunk,
             all_logits,
             delta: self.delta.options(architecture)?,
-            lm_head: self.lm_head,
             ..Default::default()
         })
     }

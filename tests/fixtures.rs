@@ -310,23 +310,3 @@ fn smollm2_gpu_logits_match_the_cpu_reference() {
         assert_eq!(argmax(g), argmax(x), "top-1 at position {t}");
     }
 }
-
-/// SmolLM2's tied token_embd is already Q8_0 blocks, so `--lm-head q8_0`
-/// must change nothing: the same greedy tokens, the same logits.
-#[test]
-fn smollm2_q8_0_head_option_is_a_no_op() {
-    let Some(path) = smollm2() else { return };
-    let files = ModelFiles::load(&path).unwrap();
-    assert!(files.weights.embed_tokens.is_quantized() && files.weights.lm_head.is_none());
-    let reference = json("ref-smollm2.llamacpp.json");
-    let prompt = u32s(&reference["greedy"][0]["prompt_ids"]);
-    let stored = greedy(&mut engine(&path, false), &prompt, 8);
-    let q8 = ModelOptions { lm_head: deltallm::model::HeadFormat::Q8_0, ..Default::default() };
-    let mut e = engine_with(&path, q8);
-    assert_eq!(greedy(&mut e, &prompt, 8), stored);
-    let mut plain = engine(&path, false);
-    plain.model.forward(&plain.gpu, &prompt).unwrap();
-    e.model.reset();
-    e.model.forward(&e.gpu, &prompt).unwrap();
-    assert!(e.model.logits(&e.gpu).unwrap() == plain.model.logits(&plain.gpu).unwrap());
-}

@@ -25,8 +25,7 @@ use super::timer::percentile;
 use super::{BenchOptions, E2eRow};
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::model::{DeltaOptions, HeadFormat, LayerAction, LayerPlan, Model, ModelOptions};
-use crate::settings::DEFAULT_LM_HEAD;
+use crate::model::{DeltaOptions, LayerAction, LayerPlan, Model, ModelOptions};
 use crate::weights::synthetic;
 use crate::weights::{Matrix, MatrixData, ModelWeights};
 use half::bf16;
@@ -51,8 +50,6 @@ pub struct E2eOptions {
     /// Also time with DeltaLLM attention calibrated to this delta sparsity
     /// (None = dense only).
     pub delta_sparsity: Option<f32>,
-    /// The output head's format on the GPU.
-    pub lm_head: HeadFormat,
 }
 
 impl E2eOptions {
@@ -66,7 +63,6 @@ impl E2eOptions {
                 prefill_reps: 1,
                 skip_layers: 4,
                 delta_sparsity: Some(0.6),
-                lm_head: DEFAULT_LM_HEAD,
             }
         } else {
             E2eOptions {
@@ -77,7 +73,6 @@ impl E2eOptions {
                 prefill_reps: 2,
                 skip_layers: 4,
                 delta_sparsity: Some(0.6),
-                lm_head: DEFAULT_LM_HEAD,
             }
         }
     }
@@ -154,13 +149,8 @@ async fn time_model(
     let depth = if layers == total_layers { String::new() } else { format!(" ({layers}/{total_layers} layers)") };
 
     let mut rows = Vec::new();
-    let dense = ModelOptions {
-        max_context: context as u32,
-        prefill_chunk: 64,
-        all_logits: false,
-        lm_head: options.lm_head,
-        ..Default::default()
-    };
+    let dense =
+        ModelOptions { max_context: context as u32, prefill_chunk: 64, all_logits: false, ..Default::default() };
     let mut model = load(gpu, label, weights, dense.clone(), progress).await?;
     for &n in &lengths {
         rows.extend(time_steps(gpu, &mut model, label, &depth, &prompt[..n], options, progress).await?);

@@ -6,10 +6,10 @@ use clap::Args;
 use deltallm::chat::Message;
 use deltallm::engine::{Engine, ModelFiles};
 use deltallm::gpu::{BackendChoice, GpuOptions};
-use deltallm::model::{DeltaStage, HeadFormat};
+use deltallm::model::DeltaStage;
 use deltallm::sampler::SamplerConfig;
 use deltallm::settings::{
-    DEFAULT_LM_HEAD, DEFAULT_TOP_K, DEFAULT_TOP_P, DeltaSettings, ModelSettings, RoutingSettings, SamplingSettings,
+    DEFAULT_TOP_K, DEFAULT_TOP_P, DeltaSettings, ModelSettings, RoutingSettings, SamplingSettings,
 };
 use std::path::{Path, PathBuf};
 
@@ -55,13 +55,6 @@ pub struct ModelArgs {
     /// Tokens per prefill step.
     #[arg(long, default_value_t = 64)]
     prefill_chunk: u32,
-    /// The output head (lm_head, or the embedding tied to it): as stored, or a
-    /// dense f32/f16/bf16 head quantized to Q8_0 blocks at load (half of
-    /// bf16's bytes per decode step, a few seconds more at load, logits within
-    /// Q8_0's rounding; a tied embedding shares the Q8_0 table). No effect on
-    /// heads already in GGUF blocks or hidden sizes not a multiple of 32.
-    #[arg(long, value_enum, default_value_t = DEFAULT_LM_HEAD)]
-    lm_head: HeadFormat,
     #[command(flatten)]
     delta: DeltaArgs,
     #[command(flatten)]
@@ -73,7 +66,6 @@ impl ModelArgs {
         ModelSettings {
             context: self.context,
             prefill_chunk: self.prefill_chunk,
-            lm_head: self.lm_head,
             delta: self.delta.settings(),
             routing: self.routing.settings(),
         }

@@ -6,8 +6,6 @@ use super::args::GpuArgs;
 use clap::Args;
 use deltallm::bench::e2e::E2eOptions;
 use deltallm::bench::{BenchOptions, Report};
-use deltallm::model::HeadFormat;
-use deltallm::settings::DEFAULT_LM_HEAD;
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -51,9 +49,6 @@ struct E2eArgs {
     /// End-to-end rows with DeltaLLM attention too, Θ calibrated per layer to this delta sparsity (0 = dense only).
     #[arg(long, value_name = "P", default_value_t = 0.6)]
     delta_sparsity: f32,
-    /// The output head of the end-to-end models: as stored, or quantized to Q8_0 at load.
-    #[arg(long, value_enum, default_value_t = DEFAULT_LM_HEAD)]
-    lm_head: HeadFormat,
 }
 
 impl E2eArgs {
@@ -79,7 +74,6 @@ impl E2eArgs {
             o.prefill_lengths = lengths.clone();
         }
         o.delta_sparsity = (self.delta_sparsity > 0.0).then_some(self.delta_sparsity);
-        o.lm_head = self.lm_head;
         Ok(Some(o))
     }
 }

@@ -69,15 +69,13 @@ pub(crate) struct Activations {
     x8_hidden: Option<QuantizedInput>,
     x8_q: Option<QuantizedInput>,
     x8_mlp: Option<QuantizedInput>,
-    /// The lm_head's input, when it runs on GGUF blocks or on the Q8_0
-    /// blocks of `HeadFormat::Q8_0`.
+    /// The lm_head's input, when it runs on GGUF blocks.
     pub x8_final: Option<QuantizedInput>,
 }
 
 impl Activations {
     /// Buffers for steps of up to `rows` tokens and `logit_rows` logit rows;
-    /// int8 copies for the inputs whose linears need them (`formats`; the
-    /// head's when `head_blocks`, it runs on GGUF or load-made Q8_0 blocks).
+    /// int8 copies for the inputs whose linears need them (`formats`).
     pub fn new(
         gpu: &Gpu,
         c: &ModelConfig,
@@ -85,7 +83,6 @@ impl Activations {
         logit_rows: u32,
         formats: &WeightFormats,
         native_quant: bool,
-        head_blocks: bool,
     ) -> Result<Self> {
         let (hidden, q_dim, kv_dim, inter, vocab) = (
             c.hidden_size as u32,
@@ -125,8 +122,8 @@ impl Activations {
             x8_hidden: x8("x8_hidden", hidden, native_quant && formats.blocks_hidden)?,
             x8_q: x8("x8_q", q_dim, native_quant && formats.blocks_attention)?,
             x8_mlp: x8("x8_mlp", inter, native_quant && formats.blocks_mlp)?,
-            // Q8 blocks for the lm_head's input when it runs on blocks.
-            x8_final: match head_blocks {
+            // Q8 blocks for the lm_head's input when it runs natively on GGUF blocks.
+            x8_final: match native_quant && formats.output_blocks {
                 true => Some(QuantizedInput::Q8(Q8Activations::new(gpu, "x8_final", logit_rows, hidden)?)),
                 false => None,
             },

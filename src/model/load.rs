@@ -4,7 +4,7 @@ use super::delta::DeltaState;
 use super::layer::{Activations, LayerBuilder};
 use super::linear::{LinearWeight, embedding_op, linear_op, quantize_op};
 use super::sequence::SequenceReport;
-use super::{Model, ModelOptions, arch, head};
+use super::{Model, ModelOptions, arch};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::ops::rope::RopeTable;
@@ -43,20 +43,11 @@ impl Model {
         let rows = options.prefill_chunk;
         let logit_rows = if options.all_logits { rows } else { 1 };
         let native_quant = options.native_quant;
-        let formats = source.formats();
-        // Decided before any weight is read: it sizes the head's activations.
-        let head_q8 = head::quantizes_at_load(options.lm_head, &formats, c.hidden_size);
-        let head_blocks = head_q8 || (native_quant && formats.output_blocks);
-        let act = Activations::new(gpu, &c, rows, logit_rows, &formats, native_quant, head_blocks)?;
-        let chunk_rows = options.weight_chunk_rows;
+        let act = Activations::new(gpu, &c, rows, logit_rows, &source.formats(), native_quant)?;
 
         let rope_table = RopeTable::from_inv_freq(gpu, c.head_dim as u32, source.rope_inv_freq(), max_context)?;
         let embed_matrix = source.embed_tokens().await?;
-        // A tied table is quantized once and read by the gather and the head.
-        let embed = match head_q8 && formats.output_tied {
-            true => head::upload_q8_0(gpu, "embed_tokens", &embed_matrix, chunk_rows, native_quant)?,
-            false => LinearWeight::upload(gpu, "embed_tokens", &embed_matrix, chunk_rows, native_quant)?,
-        };
+        let embed = LinearWeight::upload(gpu, "embed_tokens", &embed_matrix, options.weight_chunk_rows, native_quant)?;
         drop(embed_matrix);
         let embedding = embedding_op(gpu, &embed, &act.ids, act.get(super::layer::Act::H), rows)?;
         let layer_count = source.layer_count();
@@ -70,6 +61,7 @@ impl Model {
             // This layer's host copy lives until the end of the iteration only.
             let w = source.layer(i).await?;
             log::debug!("uploading layer {i}");
+            let chunk_rows = options.weight_chunk_rows;
             let mut b =
                 LayerBuilder::new(gpu, &c, &act, &rope_table, i, rows, max_context, chunk_rows, native_quant, delta);
             arch::build_layer(c.architecture, &mut b, &w)?;
@@ -84,12 +76,11 @@ impl Model {
         let final_norm =
             RmsNorm::new(gpu, final_in, &final_norm_weight, &act.final_x, logit_rows, hidden, c.rms_norm_eps)?;
         let lm_head_weight = match source.lm_head().await? {
-            Some(m) if head_q8 => head::upload_q8_0(gpu, "lm_head", &m, chunk_rows, native_quant)?,
-            Some(m) => LinearWeight::upload(gpu, "lm_head", &m, chunk_rows, native_quant)?,
+            Some(m) => LinearWeight::upload(gpu, "lm_head", &m, options.weight_chunk_rows, native_quant)?,
             None => embed,
         };
         let mut head: Vec<Box<dyn Op>> = vec![Box::new(final_norm)];
-        if let (LinearWeight::Quant(_), Some(x8)) = (&lm_head_weight, &act.x8_final) {
+        if let Some(x8) = &act.x8_final {
             head.push(quantize_op(gpu, &act.final_x, x8)?);
         }
         head.push(linear_op(gpu, &lm_head_weight, &act.final_x, act.x8_final.as_ref(), &act.logits, logit_rows)?);

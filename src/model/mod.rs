@@ -25,7 +25,6 @@ mod arch;
 mod attention;
 mod cost;
 pub mod delta;
-mod head;
 mod layer;
 mod linear;
 mod load;
@@ -34,7 +33,6 @@ pub mod sequence;
 pub use crate::routing::{LayerAction, LayerPlan, PlanSource, Routers, RoutingReport};
 pub use cost::StepCost;
 pub use delta::{DeltaOptions, DeltaReport, DeltaStage};
-pub use head::HeadFormat;
 pub use sequence::{Phase, PhaseRun, SequenceReport};
 
 use delta::DeltaState;
@@ -70,10 +68,6 @@ pub struct ModelOptions {
     /// blocks with llama.cpp's int8 activation rounding; `false` dequantizes
     /// them to f32 at load and runs the dense matmul.
     pub native_quant: bool,
-    /// The output head as stored, or a dense one quantized to Q8_0 blocks
-    /// at load ([`HeadFormat`]). The library's default keeps it as stored;
-    /// the CLI and the web take `settings::DEFAULT_LM_HEAD`.
-    pub lm_head: HeadFormat,
 }
 
 impl Default for ModelOptions {
@@ -85,7 +79,6 @@ impl Default for ModelOptions {
             weight_chunk_rows: None,
             delta: None,
             native_quant: true,
-            lm_head: HeadFormat::Stored,
         }
     }
 }

@@ -17,7 +17,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use super::{self as weights, GgufKind, LayerWeights, Matrix, MatrixData, ModelWeights};
+use super::{self as weights, GgufKind, LayerWeights, Matrix, ModelWeights};
 use crate::error::{Error, Result};
 use crate::loader::config::{Architecture, ModelConfig};
 use crate::loader::gguf::{Gguf, ReadGgufTensors};
@@ -39,12 +39,6 @@ pub struct WeightFormats {
     pub blocks_mlp: bool,
     /// The output projection (lm_head, or the tied embedding) is GGUF blocks.
     pub output_blocks: bool,
-    /// The output projection is decoded to a dense f32/f16/bf16 matrix (what
-    /// `HeadFormat::Q8_0` quantizes at load): every head that is not GGUF
-    /// blocks, K-quants included (they are dequantized to f32).
-    pub output_dense: bool,
-    /// There is no lm_head: the output projection is the embedding.
-    pub output_tied: bool,
 }
 
 impl WeightFormats {
@@ -59,11 +53,6 @@ impl WeightFormats {
             blocks_attention: any(|l| l.o_proj.is_quantized()),
             blocks_mlp: any(|l| l.down_proj.is_quantized()),
             output_blocks: weights.output().is_quantized(),
-            output_dense: matches!(
-                weights.output().data,
-                MatrixData::F32(_) | MatrixData::F16(_) | MatrixData::Bf16(_)
-            ),
-            output_tied: weights.lm_head.is_none(),
         }
     }
 }
@@ -175,13 +164,7 @@ impl StreamedWeights {
         drop(sources);
         // Every Hugging Face BitNet linear becomes ternary (packed or
         // ternarized master weights); other models run dense.
-        // Their embeddings and heads are dense (f32, f16 or bf16).
-        let formats = WeightFormats {
-            ternary: config.architecture == Architecture::BitNet,
-            output_dense: true,
-            output_tied: !weights::hf_has_lm_head(headers.contains(weights::HF_LM_HEAD), &config),
-            ..Default::default()
-        };
+        let formats = WeightFormats { ternary: config.architecture == Architecture::BitNet, ..Default::default() };
         let rope_inv_freq = weights::hf_rope(&config);
         Ok(StreamedWeights { config, rope_inv_freq, formats, format: Streamed::Safetensors { headers, shards } })
     }
@@ -307,12 +290,9 @@ fn gguf_formats(header: &Gguf, c: &ModelConfig) -> WeightFormats {
         f.blocks_mlp |= blocks(&name("ffn_down"));
     }
     // The output is read as a dense tensor: ternary types are not kept ternary there.
-    f.output_tied = !header.has_tensor(weights::GGUF_OUTPUT);
-    let output = if f.output_tied { weights::GGUF_EMBED } else { weights::GGUF_OUTPUT };
+    let output = if header.has_tensor(weights::GGUF_OUTPUT) { weights::GGUF_OUTPUT } else { weights::GGUF_EMBED };
     f.output_blocks =
         header.tensor_info(output).is_ok_and(|t| matches!(weights::gguf_dense_kind(t), GgufKind::Blocks(_)));
-    // Every other type (f32, f16, bf16, K-quants, ternary) is decoded dense.
-    f.output_dense = header.tensor_info(output).is_ok() && !f.output_blocks;
     f
 }
 

@@ -8,7 +8,7 @@ use deltallm::chat::Message;
 use deltallm::engine::{Engine as CoreEngine, GenerateOptions, StreamedFiles};
 use deltallm::loader::ByteSource;
 use deltallm::model::{DeltaOptions, ModelOptions};
-use deltallm::settings::{DEFAULT_LM_HEAD, DeltaSettings, GenerationSettings, SamplingSettings};
+use deltallm::settings::{DeltaSettings, GenerationSettings, SamplingSettings};
 use deltallm::weights::{StreamedFile, WeightSource};
 use deltallm::{Gpu, GpuOptions};
 use js_sys::{Array, Function, Uint8Array};
@@ -271,7 +271,7 @@ impl Engine {
         // on; Θ = 0 keeps the full K cache that dense attention reads.
         let architecture = model_files.weights.config().architecture;
         let delta = DeltaOptions { threshold: 0.0, ..DeltaOptions::for_architecture(architecture) };
-        let options = ModelOptions { delta: Some(delta), lm_head: DEFAULT_LM_HEAD, ..Default::default() };
+        let options = ModelOptions { delta: Some(delta), ..Default::default() };
         let mut upload = |done: usize, total: usize| report(&on_progress, "upload", done, total);
         let mut engine = CoreEngine::new_streamed_async(gpu, model_files, options, &mut upload).await.map_err(error)?;
         engine.model.use_dense_attention(&engine.gpu).map_err(error)?;
